@@ -1,0 +1,78 @@
+# vmlua: make, make test, make demo, make install PREFIX=...
+PREFIX ?= /usr/local
+CC ?= cc
+PKGS := lua5.4 libuv jansson libedit
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS))
+LDLIBS := $(shell pkg-config --libs $(PKGS))
+MODLIBS := $(shell pkg-config --libs libuv jansson libedit)
+
+CORE := core loop handle host fs json timer process stream signal caller terminal editline interrupt pty
+BUILD ?= build
+CORE_OBJ := $(CORE:%=$(BUILD)/obj/%.o)
+BIN := $(BUILD)/bin/vmlua
+MODULE := $(BUILD)/lib/lua/5.4/vmlua/core.so
+LUA_LINK := $(BUILD)/share/lua/5.4/vmlua
+BUSTED := lua5.4 /usr/bin/busted
+SANITIZE := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+all: $(BIN) $(MODULE) $(LUA_LINK)
+
+$(BUILD)/obj/%.o: src/%.c src/core.h | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BIN): $(BUILD)/obj/main.o $(CORE_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(MODULE): $(CORE_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(MODLIBS)
+
+$(LUA_LINK):
+	@mkdir -p $(@D)
+	ln -sfn ../../../../lua/vmlua $@
+
+$(BUILD)/obj:
+	mkdir -p $@
+
+deps:
+	scripts/install-deps.sh
+
+guests:
+	scripts/build-guests.sh
+
+test: deps all guests
+	$(MAKE) check
+
+check: all lint
+	$(BUSTED)
+
+# The executable built with ASan and UBSan, run over the specs that drive it
+# (the bad-definition corpus and the CLI around real guests).
+sanitize:
+	$(MAKE) BUILD=build-asan CFLAGS="$(SANITIZE)" LDFLAGS="-fsanitize=address,undefined" \
+	  build-asan/bin/vmlua build-asan/share/lua/5.4/vmlua
+	VMLUA_BIN=build-asan/bin/vmlua ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(BUSTED) tests/bad_corpus_spec.lua tests/integration/cli_spec.lua
+
+lint:
+	luacheck -q lua tests bench examples
+
+demo: deps all guests
+	$(BIN) examples/dev.lua
+
+bench: all guests
+	bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lua/5.4/vmlua \
+	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/vmlua
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/vmlua
+	install -m 644 lua/vmlua/*.lua $(DESTDIR)$(PREFIX)/share/lua/5.4/vmlua/
+	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/5.4/vmlua/core.so
+
+clean:
+	rm -rf build build-asan
+
+.PHONY: all deps guests test check sanitize lint demo bench install clean

@@ -1,0 +1,251 @@
+-- The vmlua command line: lua-style options, `vmlua plan`, and running a
+-- definition or script as a task on the event loop.
+local core = require "vmlua.core"
+local errors = require "vmlua.errors"
+local machine = require "vmlua.machine"
+local task = require "vmlua.task"
+
+local cli = {}
+
+local USAGE = [=[
+usage: vmlua [options] [FILE [args]]
+       vmlua plan [--json] FILE [args]
+Run FILE, a VM definition or script; with no FILE, start an interactive prompt.
+  -e STAT   run the Lua statement STAT
+  -l MOD    require MOD into global MOD (-l g=MOD: into global g)
+  -i        enter the interactive prompt after running FILE
+  -v        print the version
+  --        stop handling options
+  -         run standard input
+  plan      print the resolved VM(s) and QEMU command lines; start nothing
+  --help    print this help]=]
+
+local failed = false
+
+local function report(message)
+  failed = true
+  io.stderr:write("vmlua: ", tostring(message), "\n")
+  io.stderr:flush()
+end
+
+local function version()
+  return "vmlua " .. require("vmlua").version .. " (" .. _VERSION .. ")"
+end
+
+-- Splits argv into options, script and script arguments, like lua.c.
+local function parse(argv)
+  local opts = { actions = {} }
+  local i = 1
+  while argv[i] do
+    local a = argv[i]
+    if a == "--" then
+      i = i + 1
+      break
+    elseif a == "-" or a:sub(1, 1) ~= "-" then
+      break
+    elseif a == "-e" or a == "-l" then
+      if not argv[i + 1] then return nil, "'" .. a .. "' needs an argument" end
+      opts.actions[#opts.actions + 1] = { a, argv[i + 1] }
+      i = i + 2
+    elseif a == "-i" then
+      opts.interactive, i = true, i + 1
+    elseif a == "-v" then
+      opts.version, i = true, i + 1
+    elseif a == "--help" or a == "-h" then
+      opts.help, i = true, i + 1
+    elseif a == "--version" then
+      opts.version, i = true, i + 1
+    else
+      return nil, "unrecognized option '" .. a .. "'"
+    end
+  end
+  opts.script = argv[i]
+  opts.script_index = i
+  return opts
+end
+
+-- The global `arg`: script at 0, its arguments from 1, the rest negative.
+local function make_arg(argv, index)
+  local t = {}
+  for k = 0, #argv do t[k - index] = argv[k] end
+  return t
+end
+
+local function run_actions(actions)
+  for _, action in ipairs(actions) do
+    local flag, value = action[1], action[2]
+    if flag == "-e" then
+      local chunk, err = load(value, "=(command line)")
+      if not chunk then error(err, 0) end
+      chunk()
+    else
+      local name, mod = value:match("^([^=]+)=(.+)$")
+      name, mod = name or value, mod or value
+      _G[name] = require(mod)
+    end
+  end
+end
+
+local function load_script(script)
+  local chunk, err = loadfile(script ~= "-" and script or nil)
+  if not chunk then error(err, 0) end
+  return chunk
+end
+
+local function script_args(argv, index)
+  local args = {}
+  for k = index + 1, #argv do args[#args + 1] = argv[k] end
+  return table.unpack(args)
+end
+
+-- Runs fn as the main task and the loop until nothing is left to do.
+-- Returns true when fn finished without error.
+local function run_main(fn)
+  local ok = false
+  task.spawn(function()
+    local success, err = xpcall(fn, errors.handler)
+    if success then
+      ok = true
+    else
+      report(err)
+      machine.stop_all(false, 5)
+    end
+  end)
+  core.run()
+  return ok
+end
+
+-- Ctrl-C or SIGTERM: stop the VMs gracefully and exit 130 or 143 (like a
+-- shell); a second one forces them off.
+local interrupted
+local function handle_signals()
+  local function on_signal(name)
+    failed = true
+    if interrupted then
+      io.stderr:write("\nvmlua: forcing VMs off\n")
+      machine.stop_all(true)
+      return
+    end
+    interrupted = name == "INT" and 130 or 143
+    if next(machine.live) ~= nil then
+      io.stderr:write("\nvmlua: stopping VMs (press Ctrl-C again to force them off)\n")
+    end
+    task.spawn(function()
+      machine.stop_all(false)
+      core.stop()
+    end)
+  end
+  return { core.signal("INT", on_signal), core.signal("TERM", on_signal) }
+end
+
+-- os.exit from a script stops its VMs first, so no guest is cut off.
+local function wrap_exit()
+  local exit = os.exit
+  os.exit = function(code, close) -- luacheck: ignore 122
+    if next(machine.live) ~= nil then
+      if task.current() then
+        for vm in pairs(machine.live) do
+          if vm:can_stop() then vm:stop() else vm:kill() end
+        end
+      else
+        for vm in pairs(machine.live) do vm.process:close() end
+      end
+    end
+    io.stdout:flush()
+    exit(code, close)
+  end
+end
+
+-- A file that only defines VMs is booted, with its console on the terminal.
+local function boot_defined()
+  for _, vm in ipairs(machine.defined) do
+    vm.config.console.stdio = true
+    io.stderr:write("vmlua: booting ", vm.name, " (Ctrl-C stops it)\n")
+    vm:start()
+  end
+  for _, vm in ipairs(machine.defined) do vm:wait("stopped") end
+end
+
+local function plan_command(argv)
+  local json = false
+  local i = 2
+  if argv[i] == "--json" then json, i = true, i + 1 end
+  local script = argv[i]
+  if not script then
+    report("plan: which file? usage: vmlua plan [--json] FILE")
+    return 2
+  end
+  machine.dry_run, task.dry_run = true, true
+  _G.arg = make_arg(argv, i)
+  local ok = run_main(function() load_script(script)(script_args(argv, i)) end)
+  if not ok then return 1 end
+  if #machine.defined == 0 then
+    report(script .. " defines no VM")
+    return 1
+  end
+  local plan = require "vmlua.plan"
+  local cfgs = {}
+  for _, vm in ipairs(machine.defined) do cfgs[#cfgs + 1] = vm.config end
+  local valid, _, messages = require("vmlua.validate").all(cfgs)
+  if not valid then
+    for _, message in ipairs(messages) do report(message) end
+    return 1
+  end
+  if json then
+    io.stdout:write(plan.json(cfgs), "\n")
+  else
+    for n, cfg in ipairs(cfgs) do
+      if n > 1 then io.stdout:write("\n") end
+      io.stdout:write(plan.text(cfg), "\n")
+    end
+  end
+  return 0
+end
+
+function cli.main(argv)
+  task.report = report
+  if argv[1] == "plan" then return plan_command(argv) end
+  local opts, err = parse(argv)
+  if not opts then
+    report(err .. "\n" .. USAGE)
+    return 2
+  end
+  if opts.help then
+    io.stdout:write(USAGE, "\n")
+    return 0
+  end
+  if opts.version then io.stdout:write(version(), "\n") end
+  _G.arg = make_arg(argv, opts.script and opts.script_index or 0)
+  local signals = handle_signals()
+  wrap_exit()
+  local locals -- the file's locals, for the prompt of -i
+  local ok = run_main(function()
+    run_actions(opts.actions)
+    if opts.script then
+      local started = #machine.defined
+      local chunk = load_script(opts.script)
+      if opts.interactive then
+        locals = require("vmlua.repl").capture(chunk, script_args(argv, opts.script_index))
+      else
+        chunk(script_args(argv, opts.script_index))
+      end
+      local any_started = false
+      for _, vm in ipairs(machine.defined) do
+        if vm.state ~= "stopped" or vm.process then any_started = true end
+      end
+      if not any_started and #machine.defined > started and not opts.interactive then
+        boot_defined()
+      end
+    end
+    -- -i: the prompt opens once the file has run, its VMs running or not
+    if opts.interactive then core.stop() end
+  end)
+  if ok and (opts.interactive or (not opts.script and #opts.actions == 0 and not opts.version)) then
+    -- The prompt stops the VMs still running when it ends, and says so.
+    require("vmlua.repl").run { report = report, version = version(), locals = locals }
+  end
+  for _, s in ipairs(signals) do s:close() end
+  return interrupted or ((failed or not ok) and 1 or 0)
+end
+
+return cli

@@ -1,0 +1,373 @@
+-- The configuration model: the constructors users call (vmlua.linux,
+-- vmlua.efi, vmlua.disk, vmlua.nat, vmlua.console), vmlua.vm's spec, and
+-- the normalized VM configuration the backend and life cycle read:
+--
+--   { name=, arch=, cpus=, memory= (bytes),
+--     boot = { kind="linux", kernel=, initrd=|nil, cmdline={...}, where= }
+--          | { kind="efi", firmware=|nil, vars=|nil, where= } | nil,
+--     disks = { { kind="disk", path=, format="raw"|"qcow2", readonly=, where= }, ... },
+--     net = { { kind="nat", forward={ {host=, guest=, address=}, ... }, where= }, ... },
+--     console = { kind="console", log=|nil, stdio=, where= },
+--     where = { source=, short=, line= } }
+--
+-- Defaults: name = the defining file's basename, arch = the host's, cpus = 1,
+-- memory = 512 MiB, no disks, no network (a VM is offline unless it is given
+-- vmlua.nat{}), console logged in the runtime directory. QEMU gets memory in
+-- whole MiB, rounded down.
+--
+-- Paths are absolute. Relative paths resolve against the directory of the
+-- file that wrote them. Constructors check types and fields and raise
+-- "FILE:LINE: FIELD: MESSAGE"; facts about the host and the file system are
+-- checked later by validate.vm.
+local core = require "vmlua.core"
+local fields = require "vmlua.fields"
+local size = require "vmlua.size"
+local host = require "vmlua.host"
+local qemu = require "vmlua.qemu"
+
+local config = {}
+
+local MiB = 1024 * 1024
+config.defaults = { cpus = 1, memory = 512 * MiB }
+
+-- Objects made by the constructors (plain tables, remembered here so that
+-- a hand-made look-alike is refused with a clear message).
+local made = setmetatable({}, { __mode = "k" })
+
+local function object(kind, where, t)
+  t.kind, t.where = kind, where
+  made[t] = true
+  return t
+end
+
+function config.is(v, kind)
+  return type(v) == "table" and made[v] == true and (kind == nil or v.kind == kind)
+end
+
+local fail = fields.fail
+
+local function describe(v)
+  if config.is(v) then return "a " .. v.kind end
+  return fields.describe(v)
+end
+
+local function spec_table(spec, where, what, example)
+  if type(spec) ~= "table" then
+    fail(where, what, "expected a table like %s, got %s", example, describe(spec))
+  end
+end
+
+local function path_field(where, field, v, required)
+  if v == nil then
+    if required then fail(where, field, "missing; give the path of the file") end
+    return nil
+  end
+  if type(v) ~= "string" then fail(where, field, "expected a path (a string), got %s", describe(v)) end
+  if v == "" then fail(where, field, "the path is empty") end
+  if v:find("\0", 1, true) then fail(where, field, "the path contains a NUL byte") end
+  return fields.resolve(where, v)
+end
+
+local function bool_field(where, field, v, default)
+  if v == nil then return default end
+  if type(v) ~= "boolean" then fail(where, field, "expected true or false, got %s", describe(v)) end
+  return v
+end
+
+local function port(where, field, v, what)
+  if math.type(v) == "float" and math.tointeger(v) then v = math.tointeger(v) end
+  if math.type(v) ~= "integer" then
+    fail(where, field, "%s port must be a whole number in 1-65535, got %s", what, describe(v))
+  end
+  if v < 1 or v > 65535 then fail(where, field, "%s port %d is outside 1-65535", what, v) end
+  return v
+end
+
+-- vmlua.linux { kernel = PATH, initrd = PATH, cmdline = { "root=/dev/vda", ... } | "root=/dev/vda rw" }
+config.linux = fields.entry(function(where, spec)
+  spec_table(spec, where, "linux", '{ kernel = "vmlinuz" }')
+  fields.check(spec, { "kernel", "initrd", "cmdline" }, where, "vmlua.linux")
+  local cmdline = {}
+  local c = spec.cmdline
+  if type(c) == "string" then
+    for word in c:gmatch("%S+") do cmdline[#cmdline + 1] = word end
+  elseif type(c) == "table" then
+    if not fields.is_list(c) then
+      fail(where, "cmdline", "expected a list of strings, got a table with named keys")
+    end
+    for i, word in ipairs(c) do
+      if type(word) ~= "string" then
+        fail(where, string.format("cmdline[%d]", i), "expected a string, got %s", describe(word))
+      end
+      cmdline[i] = word
+    end
+  elseif c ~= nil then
+    fail(where, "cmdline", "expected a list of strings or one string, got %s", describe(c))
+  end
+  for i, word in ipairs(cmdline) do
+    if word:find("\0", 1, true) then fail(where, string.format("cmdline[%d]", i), "contains a NUL byte") end
+  end
+  return object("linux", where, {
+    kernel = path_field(where, "kernel", spec.kernel, true),
+    initrd = path_field(where, "initrd", spec.initrd),
+    cmdline = cmdline,
+  })
+end)
+
+-- vmlua.efi { firmware = PATH, vars = PATH }: both optional; the firmware
+-- defaults to the distribution's (Debian: ovmf, qemu-efi-aarch64) for the
+-- VM's architecture, and without `vars` the UEFI variables do not persist.
+config.efi = fields.entry(function(where, spec)
+  if spec == nil then spec = {} end
+  spec_table(spec, where, "efi", "{ firmware = PATH, vars = PATH }")
+  fields.check(spec, { "firmware", "vars" }, where, "vmlua.efi")
+  return object("efi", where, {
+    firmware = path_field(where, "firmware", spec.firmware),
+    vars = path_field(where, "vars", spec.vars),
+  })
+end)
+
+local formats = { raw = true, qcow2 = true }
+
+-- vmlua.disk { path = PATH, format = "raw"|"qcow2", readonly = false }
+-- The format defaults to qcow2 for a ".qcow2" file and raw otherwise.
+config.disk = fields.entry(function(where, spec)
+  spec_table(spec, where, "disk", '{ path = "root.img" }')
+  fields.check(spec, { "path", "format", "readonly" }, where, "vmlua.disk")
+  local path = path_field(where, "path", spec.path, true)
+  local format = spec.format
+  if format == nil then
+    format = path:lower():match("%.qcow2$") and "qcow2" or "raw"
+  elseif not formats[format] then
+    fail(where, "format", "%s is not a disk format; expected \"raw\" or \"qcow2\"",
+      type(format) == "string" and string.format("%q", format) or describe(format))
+  end
+  return object("disk", where, {
+    path = path,
+    format = format,
+    readonly = bool_field(where, "readonly", spec.readonly, false),
+  })
+end)
+
+local function ipv4(s)
+  if type(s) ~= "string" then return false end
+  local parts = { s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$") }
+  if #parts ~= 4 then return false end
+  for _, p in ipairs(parts) do
+    if #p > 3 or tonumber(p) > 255 then return false end
+  end
+  return true
+end
+
+-- vmlua.nat { forward = { [HOSTPORT] = GUESTPORT, ... }, address = "127.0.0.1" }
+-- User-mode NAT. Forwards are TCP and bind `address` on the host: the
+-- default 127.0.0.1 keeps them local; "0.0.0.0" binds on all interfaces.
+config.nat = fields.entry(function(where, spec)
+  if spec == nil then spec = {} end
+  spec_table(spec, where, "nat", "{ forward = { [2222] = 22 } }")
+  fields.check(spec, { "forward", "address" }, where, "vmlua.nat")
+  local address = spec.address
+  if address == nil then
+    address = "127.0.0.1"
+  elseif not ipv4(address) then
+    fail(where, "address", 'expected an IPv4 address such as "127.0.0.1" or "0.0.0.0" (all interfaces), got %s',
+      describe(address))
+  end
+  local forward = {}
+  local f = spec.forward
+  if f ~= nil and type(f) ~= "table" then
+    fail(where, "forward", "expected a table { [HOSTPORT] = GUESTPORT }, got %s", describe(f))
+  end
+  if f and f[1] ~= nil then
+    fail(where, "forward[1]", "this forwards host port 1; write { [HOSTPORT] = GUESTPORT }, e.g. { [2222] = 22 }")
+  end
+  for hp, gp in pairs(f or {}) do
+    local key = type(hp) == "string" and string.format("%q", hp) or tostring(hp)
+    local field = "forward[" .. key .. "]"
+    local h = port(where, field, hp, "host")
+    forward[#forward + 1] = { host = h, guest = port(where, field, gp, "guest"), address = address }
+  end
+  table.sort(forward, function(a, b) return a.host < b.host end)
+  return object("nat", where, { forward = forward })
+end)
+
+-- vmlua.console { log = PATH } | vmlua.console "stdio" | vmlua.console { stdio = true }
+-- Without a log, the console is logged in the VM's runtime directory.
+config.console = fields.entry(function(where, spec)
+  if spec == nil then spec = {} end
+  if spec == "stdio" then spec = { stdio = true } end
+  if type(spec) == "string" then
+    fail(where, "console", '%q is not a console; use "stdio" or { log = "FILE" }', spec)
+  end
+  spec_table(spec, where, "console", '{ log = "console.log" } or "stdio"')
+  fields.check(spec, { "log", "stdio" }, where, "vmlua.console")
+  local stdio = bool_field(where, "stdio", spec.stdio, false)
+  local log = path_field(where, "log", spec.log)
+  if log and stdio then
+    fail(where, "stdio", "a console goes to a log file or to the terminal, not both; drop log or stdio")
+  end
+  return object("console", where, { log = log, stdio = stdio })
+end)
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- The final kernel command line: the user's, plus the serial console and
+-- panic=-1 (with -no-reboot a panic then ends the VM) unless given.
+local function final_cmdline(cmdline, arch)
+  local out, has = {}, {}
+  for i, word in ipairs(cmdline) do
+    out[i] = word
+    local key = word:match("^([^=]+)=")
+    if key then has[key] = true end
+  end
+  local a = qemu.arches[arch]
+  if a and not has.console then out[#out + 1] = "console=" .. a.console end
+  if not has.panic then out[#out + 1] = "panic=-1" end
+  return out
+end
+
+local function boot_field(where, v, arch)
+  if v == nil then return nil end
+  if not (config.is(v, "linux") or config.is(v, "efi")) then
+    fail(where, "boot", "expected vmlua.linux{...} or vmlua.efi{...}, got %s", describe(v))
+  end
+  local b = copy(v)
+  if b.kind == "linux" then
+    b.cmdline = final_cmdline(v.cmdline, arch)
+  elseif b.kind == "efi" and not b.firmware then
+    local a = qemu.arches[arch]
+    for _, file in ipairs(a and a.firmware or {}) do
+      local st = core.stat(file)
+      if st and st.type == "file" then
+        b.firmware = file
+        break
+      end
+    end
+  end
+  return b
+end
+
+local function devices(where, field, v, kind, ctor)
+  if v == nil then return {} end
+  if type(v) ~= "table" then
+    fail(where, field, "expected a list of %s{...}, got %s", ctor, describe(v))
+  end
+  if config.is(v) then v = { v } end -- one device for a list of one
+  if not fields.is_list(v) then
+    fail(where, field, "expected a list of %s{...}, got a table with named keys", ctor)
+  end
+  local list = {}
+  for i, d in ipairs(v) do
+    if not config.is(d, kind) then
+      fail(where, string.format("%s[%d]", field, i), "expected %s{...}, got %s", ctor, describe(d))
+    end
+    list[i] = copy(d)
+  end
+  return list
+end
+
+local function default_name(where)
+  local base = where.source and where.source:match("([^/]*)$") or ""
+  base = base:gsub("%.lua$", ""):gsub("[^%w._-]+", "-"):gsub("^[-.]+", ""):gsub("-+$", "")
+  if base == "" then return "vm" end
+  return base
+end
+
+local VM_FIELDS = { "name", "arch", "cpus", "memory", "boot", "disks", "net", "console" }
+
+local function where_of(level)
+  if type(level) == "table" then return level end
+  local where = fields.where((level or 2) + 1) -- not a tail call: it would hide this frame
+  return where
+end
+
+-- config.vm(spec, level) -> the normalized configuration. `level` is the
+-- user's stack level counted from config.vm, as in error(msg, level), or
+-- the user's `where` itself (see fields.entry).
+function config.vm(spec, level)
+  local where = where_of(level)
+  spec_table(spec, where, "vm", '{ memory = "1G", boot = vmlua.linux{...} }')
+  fields.check(spec, VM_FIELDS, where, "vmlua.vm")
+
+  local name = spec.name
+  if name == nil then
+    name = default_name(where)
+  elseif type(name) ~= "string" then
+    fail(where, "name", "expected a string, got %s", describe(name))
+  elseif not name:match("^[%w._-]+$") then
+    fail(where, "name", "%q may only use letters, digits, '.', '_' and '-'", name)
+  end
+
+  local arch = spec.arch
+  if arch == nil then
+    arch = host.facts().arch
+  elseif type(arch) ~= "string" then
+    fail(where, "arch", 'expected a string such as "x86_64" or "aarch64", got %s', describe(arch))
+  elseif not arch:match("^[%w_]+$") then
+    fail(where, "arch", '%q is not an architecture name; expected "x86_64" or "aarch64"', arch)
+  end
+
+  local cpus = spec.cpus
+  if cpus == nil then
+    cpus = config.defaults.cpus
+  elseif math.type(cpus) == nil then
+    fail(where, "cpus", "expected a whole number, got %s", describe(cpus))
+  elseif not math.tointeger(cpus) then
+    fail(where, "cpus", "%s is not a whole number", tostring(cpus))
+  end
+  cpus = math.tointeger(cpus)
+
+  local memory = spec.memory
+  if memory == nil then
+    memory = config.defaults.memory
+  else
+    local bytes, err = size.check(memory)
+    if not bytes then fail(where, "memory", err) end
+    memory = bytes
+  end
+
+  local console = spec.console
+  if console == nil then
+    console = { kind = "console", stdio = false, where = where }
+  elseif not config.is(console, "console") then
+    fail(where, "console", 'expected vmlua.console{...} or vmlua.console "stdio", got %s', describe(console))
+  else
+    console = copy(console)
+  end
+
+  return {
+    name = name,
+    arch = arch,
+    cpus = cpus,
+    memory = memory,
+    boot = boot_field(where, spec.boot, arch),
+    disks = devices(where, "disks", spec.disks, "disk", "vmlua.disk"),
+    net = devices(where, "net", spec.net, "nat", "vmlua.nat"),
+    console = console,
+    where = where,
+  }
+end
+
+-- config.add(cfg, device, level): appends a disk or a NAT device; `level`
+-- as for config.vm.
+function config.add(cfg, device, level)
+  local where = where_of(level)
+  if config.is(device, "disk") then
+    cfg.disks[#cfg.disks + 1] = copy(device)
+  elseif config.is(device, "nat") then
+    cfg.net[#cfg.net + 1] = copy(device)
+  elseif config.is(device) then
+    local field = device.kind == "console" and "console" or "boot"
+    fail(where, "add", "a %s is not a device to add; set it with vmlua.vm{ %s = ... }", device.kind, field)
+  else
+    fail(where, "add", "expected a device made by vmlua.disk{...} or vmlua.nat{...}, got %s",
+      describe(device))
+  end
+  return cfg
+end
+
+return config

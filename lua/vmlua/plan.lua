@@ -1,0 +1,158 @@
+-- What a VM would run, for people (plan.text) and programs (plan.json):
+-- the resolved configuration and the exact QEMU argv.
+local core = require "vmlua.core"
+local fields = require "vmlua.fields"
+local size = require "vmlua.size"
+local host = require "vmlua.host"
+local qemu = require "vmlua.qemu"
+local runtime = require "vmlua.runtime"
+
+local plan = {}
+
+-- Quotes one argument for a POSIX shell, only when it needs it.
+function plan.quote(s)
+  if s ~= "" and not s:find("[^%w@%%+=:,./_-]") then return s end
+  return "'" .. s:gsub("'", [['\'']]) .. "'"
+end
+
+-- The argv as shell text, an option and its value on each line.
+local function command_text(args, indent)
+  local lines, i = {}, 2
+  lines[1] = indent .. plan.quote(args[1])
+  while i <= #args do
+    local line = plan.quote(args[i])
+    if args[i]:sub(1, 1) == "-" and args[i + 1] and args[i + 1]:sub(1, 1) ~= "-" then
+      line = line .. " " .. plan.quote(args[i + 1])
+      i = i + 1
+    end
+    lines[#lines + 1] = indent .. "  " .. line
+    i = i + 1
+  end
+  return table.concat(lines, " \\\n")
+end
+
+local function command(cfg)
+  if not qemu.arches[cfg.arch] then return nil end
+  return qemu.command(cfg, runtime.paths(cfg.name))
+end
+
+-- plan.text(cfg) -> several lines: the resolved VM and its QEMU command.
+function plan.text(cfg)
+  local out = {}
+  local function say(fmt, ...) out[#out + 1] = fmt:format(...) end
+  say("vm %s (%s)", cfg.name, fields.location(cfg.where))
+  local accel, warning
+  if qemu.arches[cfg.arch] then accel, warning = qemu.accel(cfg) end
+  say("  arch      %s%s", cfg.arch, accel and (", accelerator " .. accel) or " (not supported)")
+  if warning then say("            warning: %s", warning) end
+  say("  cpus      %d", cfg.cpus)
+  say("  memory    %s", size.format(cfg.memory))
+  local boot = cfg.boot
+  if not boot then
+    say("  boot      none")
+  elseif boot.kind == "linux" then
+    say("  boot      linux kernel %s", boot.kernel)
+    if boot.initrd then say("                  initrd %s", boot.initrd) end
+    say("                  cmdline %s", table.concat(boot.cmdline, " "))
+  else
+    say("  boot      efi firmware %s", boot.firmware or "(none found)")
+    say("                vars %s", boot.vars or "(none: UEFI variables are not kept)")
+  end
+  if #cfg.disks == 0 then say("  disks     none") end
+  for i, d in ipairs(cfg.disks) do
+    say("  disk%-5d %s (%s, %s)", i - 1, d.path, d.format, d.readonly and "read-only" or "read-write")
+  end
+  if #cfg.net == 0 then say("  net       none") end
+  for i, n in ipairs(cfg.net) do
+    if #n.forward == 0 then say("  net%-6d nat, no forwards", i - 1) end
+    for j, f in ipairs(n.forward) do
+      say("  %-9s %s:%d -> guest %d/tcp", j == 1 and ("net" .. (i - 1)) or "", f.address, f.host, f.guest)
+    end
+  end
+  local c = cfg.console
+  local paths = runtime.paths(cfg.name)
+  if c.stdio then
+    say("  console   this terminal")
+  elseif c.log then
+    say("  console   log %s", c.log)
+  else
+    say("  console   log %s (in the runtime directory)", paths.log)
+  end
+  local cmd = command(cfg)
+  if cmd then
+    say("  command   (quoted for reading only: vmlua runs this argv itself, without a shell)")
+    out[#out + 1] = command_text(cmd.args, "    ")
+  end
+  return table.concat(out, "\n")
+end
+
+-- core.json_encode writes an empty table as {}; lists use this stand-in,
+-- replaced by [] in the text.
+local EMPTY = "\0vmlua:empty-list\0"
+
+local function list(t)
+  if #t == 0 then return EMPTY end
+  return t
+end
+
+local function where(w)
+  return { file = w.source or w.short, short = w.short, line = w.line }
+end
+
+-- plan.describe(cfg) -> the VM as plain data (what plan.json writes).
+function plan.describe(cfg)
+  local accel, warning
+  if qemu.arches[cfg.arch] then accel, warning = qemu.accel(cfg) end
+  local boot
+  if cfg.boot then
+    boot = { kind = cfg.boot.kind, where = where(cfg.boot.where) }
+    for _, k in ipairs({ "kernel", "initrd", "firmware", "vars" }) do boot[k] = cfg.boot[k] end
+    if cfg.boot.cmdline then boot.cmdline = list(cfg.boot.cmdline) end
+  end
+  local disks, net = {}, {}
+  for i, d in ipairs(cfg.disks) do
+    disks[i] = { path = d.path, format = d.format, readonly = d.readonly, where = where(d.where) }
+  end
+  for i, n in ipairs(cfg.net) do
+    local fwd = {}
+    for j, f in ipairs(n.forward) do
+      fwd[j] = { host = f.host, guest = f.guest, address = f.address, protocol = "tcp" }
+    end
+    net[i] = { kind = "nat", forward = list(fwd), where = where(n.where) }
+  end
+  local paths = runtime.paths(cfg.name)
+  local cmd = command(cfg)
+  return {
+    name = cfg.name,
+    arch = cfg.arch,
+    accel = accel or core.null,
+    warning = warning or core.null,
+    cpus = cfg.cpus,
+    memory = cfg.memory,
+    boot = boot or core.null,
+    disks = list(disks),
+    net = list(net),
+    console = {
+      log = cfg.console.log or paths.log,
+      stdio = cfg.console.stdio,
+      where = where(cfg.console.where),
+    },
+    where = where(cfg.where),
+    runtime = paths.dir,
+    file = cmd and cmd.file or core.null,
+    argv = cmd and cmd.args or EMPTY,
+  }
+end
+
+-- plan.json(cfgs) -> pretty JSON: { host = {...}, vms = [ ... ] }
+function plan.json(cfgs)
+  local vms = {}
+  for i, cfg in ipairs(cfgs) do vms[i] = plan.describe(cfg) end
+  local facts = host.facts()
+  facts.accels = list(facts.accels)
+  local text = core.json_encode({ host = facts, vms = list(vms) }, true)
+  local token = core.json_encode(EMPTY)
+  return (text:gsub(token:gsub("%p", "%%%0"), "[]"))
+end
+
+return plan

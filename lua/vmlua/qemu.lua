@@ -1,0 +1,133 @@
+-- The QEMU backend: what each guest architecture runs on, and the exact
+-- argv for a normalized VM configuration. The argv is an array handed to
+-- exec, never to a shell.
+local host = require "vmlua.host"
+
+local qemu = {}
+
+local MiB = 1024 * 1024
+
+-- Per guest architecture. `cpu` is the CPU model by accelerator: under TCG,
+-- `-cpu max` on aarch64 emulates pointer authentication and boots about 2.7
+-- times slower than cortex-a72. `max_cpus` is the machine type's limit.
+qemu.arches = {
+  x86_64 = {
+    machine = "q35",
+    cpu = { tcg = "max", kvm = "host", hvf = "host" },
+    console = "ttyS0",
+    max_cpus = 288,
+    package = "qemu-system-x86",
+    firmware = {
+      "/usr/share/OVMF/OVMF_CODE_4M.fd",
+      "/usr/share/OVMF/OVMF_CODE.fd",
+      "/opt/homebrew/share/qemu/edk2-x86_64-code.fd",
+      "/usr/local/share/qemu/edk2-x86_64-code.fd",
+      "/usr/share/qemu/edk2-x86_64-code.fd",
+    },
+    firmware_package = "ovmf",
+  },
+  aarch64 = {
+    machine = "virt",
+    cpu = { tcg = "cortex-a72", kvm = "host", hvf = "host" },
+    console = "ttyAMA0",
+    max_cpus = 512,
+    package = "qemu-system-arm",
+    firmware = {
+      "/usr/share/AAVMF/AAVMF_CODE.fd",
+      "/opt/homebrew/share/qemu/edk2-aarch64-code.fd",
+      "/usr/local/share/qemu/edk2-aarch64-code.fd",
+      "/usr/share/qemu/edk2-aarch64-code.fd",
+    },
+    firmware_package = "qemu-efi-aarch64",
+  },
+}
+
+-- The architectures this backend runs, sorted, for messages.
+function qemu.supported()
+  local list = {}
+  for name in pairs(qemu.arches) do list[#list + 1] = name end
+  table.sort(list, function(a, b) return a > b end) -- x86_64, aarch64
+  return list
+end
+
+-- A value inside a QEMU option string ("key=value,key=value"): QEMU reads
+-- ",," as a literal comma, so a path such as "a,b.img" cannot add options.
+-- Not for -kernel, -initrd and -append, which QEMU takes verbatim.
+function qemu.escape(s)
+  return (tostring(s):gsub(",", ",,"))
+end
+
+-- qemu.accel(cfg) -> accel, warning|nil
+function qemu.accel(cfg)
+  return host.accel_for(cfg.arch)
+end
+
+local function machine_type(a, cfg, accel)
+  if a.machine ~= "virt" then return a.machine end
+  if accel == "kvm" then return "virt,gic-version=host" end
+  if cfg.cpus > 8 then return "virt,gic-version=3" end -- GICv2 stops at 8 CPUs
+  return "virt"
+end
+
+-- qemu.command(cfg, paths) -> { file = qemu-system-ARCH (full path when on
+-- PATH), args = { argv0, ... } }. `paths` is runtime.paths(cfg.name).
+-- The QMP and console sockets are client sockets: vmlua listens on them
+-- before QEMU starts, and QEMU connects.
+function qemu.command(cfg, paths)
+  local a = qemu.arches[cfg.arch]
+  if not a then
+    error(string.format("arch: %s is not supported (%s)", tostring(cfg.arch),
+      table.concat(qemu.supported(), ", ")), 2)
+  end
+  local accel = qemu.accel(cfg)
+  local file = host.qemu_binary(cfg.arch) or ("qemu-system-" .. cfg.arch)
+  local args = { file }
+  local function add(...)
+    for _, v in ipairs({ ... }) do args[#args + 1] = v end
+  end
+  local e = qemu.escape
+
+  add("-name", e(cfg.name))
+  add("-machine", machine_type(a, cfg, accel))
+  add("-accel", accel)
+  add("-cpu", a.cpu[accel] or "max")
+  add("-smp", tostring(cfg.cpus))
+  add("-m", tostring(cfg.memory // MiB))
+  add("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
+
+  local boot = cfg.boot
+  if boot and boot.kind == "linux" then
+    add("-kernel", boot.kernel)
+    if boot.initrd then add("-initrd", boot.initrd) end
+    add("-append", table.concat(boot.cmdline, " "))
+  elseif boot and boot.kind == "efi" then
+    add("-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" .. e(boot.firmware or ""))
+    if boot.vars then add("-drive", "if=pflash,format=raw,unit=1,file=" .. e(boot.vars)) end
+  end
+
+  add("-qmp", "unix:" .. e(paths.qmp))
+  add("-chardev", "socket,id=console,path=" .. e(paths.console))
+  add("-serial", "chardev:console")
+
+  -- Disk paths are absolute, so QEMU never reads a "protocol:" prefix in them.
+  for i, d in ipairs(cfg.disks) do
+    local id = "disk" .. (i - 1)
+    add("-drive", string.format("if=none,id=%s,file=%s,format=%s%s", id, e(d.path), d.format,
+      d.readonly and ",readonly=on" or ""))
+    add("-device", "virtio-blk-pci,drive=" .. id)
+  end
+
+  for i, n in ipairs(cfg.net) do
+    local id = "net" .. (i - 1)
+    local opt = { "user", "id=" .. id }
+    for _, f in ipairs(n.forward) do
+      opt[#opt + 1] = string.format("hostfwd=tcp:%s:%d-:%d", f.address, f.host, f.guest)
+    end
+    add("-netdev", table.concat(opt, ","))
+    add("-device", "virtio-net-pci,netdev=" .. id)
+  end
+
+  return { file = file, args = args }
+end
+
+return qemu

@@ -1,0 +1,214 @@
+-- Checks a normalized VM configuration against this host and the file
+-- system before anything starts, like VZVirtualMachineConfiguration's
+-- validate(). Every message follows the error rule:
+--   FILE:LINE: FIELD: MESSAGE
+-- with FILE:LINE the line that made the object holding the field.
+local core = require "vmlua.core"
+local fields = require "vmlua.fields"
+local size = require "vmlua.size"
+local host = require "vmlua.host"
+local qemu = require "vmlua.qemu"
+
+local validate = {}
+
+local MiB = 1024 * 1024
+validate.min_memory = 64 * MiB
+
+local function errno_text(err, path)
+  err = tostring(err)
+  local prefix = path .. ": "
+  if err:sub(1, #prefix) == prefix then return err:sub(#prefix + 1) end
+  return err
+end
+
+local ENOENT = 2
+
+-- Checks that `path` is a file (or, with `block`, a block device) that
+-- opens in `mode` ("r" or "rw"). Returns a message or nil.
+local function file_problem(path, mode, opts)
+  opts = opts or {}
+  if not path then return "missing" end
+  local st, err, code = core.stat(path)
+  if not st then
+    if code == ENOENT then return path .. " does not exist" end
+    return string.format("%s cannot be read: %s", path, errno_text(err, path))
+  end
+  if st.type == "directory" then return path .. " is a directory, not a file" end
+  if st.type ~= "file" and not (opts.block and st.type == "block") then
+    return path .. " is not a regular file"
+  end
+  local ok, oerr = core.can_open(path, mode)
+  if not ok then
+    return string.format("%s cannot be opened for %s: %s", path,
+      mode == "rw" and "reading and writing" or "reading", errno_text(oerr, path))
+  end
+  if opts.nonempty and st.type == "file" and st.size == 0 then return path .. " is empty" end
+  return nil
+end
+
+local function is_qcow2(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local magic = f:read(4)
+  f:close()
+  return magic == "QFI\251"
+end
+
+-- validate.vm(cfg) -> true | nil, message, messages
+-- `message` is the first problem found (in the order of the fields), and
+-- `messages` lists them all.
+function validate.vm(cfg)
+  local errs = {}
+  local function err(where, field, fmt, ...)
+    errs[#errs + 1] = fields.msg(where or cfg.where, field, select("#", ...) > 0 and fmt:format(...) or fmt)
+  end
+  local facts = host.facts()
+  local w = cfg.where
+
+  if type(cfg.name) ~= "string" or not cfg.name:match("^[%w._-]+$") then
+    err(w, "name", "%s may only use letters, digits, '.', '_' and '-'", fields.describe(cfg.name))
+  end
+
+  local a = qemu.arches[cfg.arch]
+  if not a then
+    err(w, "arch", "%s is not supported (%s)", tostring(cfg.arch), table.concat(qemu.supported(), ", "))
+  elseif not host.qemu_binary(cfg.arch) then
+    err(w, "arch", "%s needs qemu-system-%s, which is not on PATH (Debian package %s)",
+      cfg.arch, cfg.arch, a.package)
+  end
+
+  if cfg.cpus < 1 then
+    err(w, "cpus", "%d is too few; a VM needs at least 1 CPU", cfg.cpus)
+  elseif a and cfg.cpus > a.max_cpus then
+    err(w, "cpus", "%d is more than QEMU's %s machine allows (%d)", cfg.cpus, a.machine, a.max_cpus)
+  elseif cfg.cpus > facts.cpus then
+    err(w, "cpus", "%d is more than this host has (%d)", cfg.cpus, facts.cpus)
+  end
+
+  if cfg.memory < validate.min_memory then
+    err(w, "memory", "%s is less than the minimum (%s)", size.format(cfg.memory), size.format(validate.min_memory))
+  elseif cfg.memory > facts.memory then
+    err(w, "memory", "%s is more than this host has (%s)", size.format(cfg.memory), size.format(facts.memory))
+  end
+
+  local boot = cfg.boot
+  if not boot then
+    err(w, "boot", "missing; give boot = vmlua.linux{ kernel = ... } or vmlua.efi{}")
+  elseif boot.kind == "linux" then
+    local p = file_problem(boot.kernel, "r", { nonempty = true })
+    if p then err(boot.where, "boot.kernel", p) end
+    if boot.initrd then
+      p = file_problem(boot.initrd, "r", { nonempty = true })
+      if p then err(boot.where, "boot.initrd", p) end
+    end
+  elseif boot.kind == "efi" then
+    if not boot.firmware then
+      local pkg = a and a.firmware_package
+      err(boot.where, "boot.firmware", "no EFI firmware found for %s; %sgive firmware = PATH",
+        tostring(cfg.arch), pkg and ("install the Debian package " .. pkg .. ", or ") or "")
+    else
+      local p = file_problem(boot.firmware, "r")
+      if p then err(boot.where, "boot.firmware", p) end
+    end
+    if boot.vars then
+      local p = file_problem(boot.vars, "rw")
+      if p then err(boot.where, "boot.vars", p) end
+    end
+  end
+
+  local seen = {}
+  for i, d in ipairs(cfg.disks) do
+    local field = string.format("disks[%d].path", i)
+    local p = file_problem(d.path, d.readonly and "r" or "rw", { block = true })
+    if p then
+      err(d.where, field, p)
+    else
+      local real = core.realpath(d.path) or d.path
+      local first = seen[real]
+      if first then
+        err(d.where, field, "%s is the same file as disks[%d] (%s)", d.path, first,
+          fields.location(cfg.disks[first].where))
+      else
+        seen[real] = i
+        local qcow2 = is_qcow2(d.path)
+        if qcow2 and d.format == "raw" then
+          err(d.where, string.format("disks[%d].format", i),
+            '%s is a qcow2 image, but the format is raw; give format = "qcow2"', d.path)
+        elseif not qcow2 and d.format == "qcow2" then
+          err(d.where, string.format("disks[%d].format", i), "%s is not a qcow2 image", d.path)
+        end
+      end
+    end
+  end
+
+  local ports = {}
+  for i, n in ipairs(cfg.net) do
+    for _, f in ipairs(n.forward) do
+      local field = string.format("net[%d].forward[%d]", i, f.host)
+      local first = ports[f.host]
+      if first then
+        err(n.where, field, "host port %d is already forwarded by net[%d] (%s)", f.host, first,
+          fields.location(cfg.net[first].where))
+      else
+        ports[f.host] = i
+      end
+    end
+  end
+
+  local log = cfg.console and cfg.console.log
+  if log then
+    local cw = cfg.console.where
+    local dir = log:match("^(.*)/[^/]*$")
+    if dir == "" then dir = "/" end
+    local st = core.stat(dir)
+    if not st or st.type ~= "directory" then
+      err(cw, "console.log", "the directory %s does not exist", dir)
+    else
+      st = core.stat(log)
+      if st then
+        local p = file_problem(log, "rw")
+        if p then err(cw, "console.log", p) end
+      end
+    end
+  end
+
+  if #errs > 0 then return nil, errs[1], errs end
+  return true
+end
+
+-- validate.all(cfgs) -> true | nil, message, messages: each VM, then what
+-- VMs started together must not share: a name (their runtime directory)
+-- and a forwarded host port.
+function validate.all(cfgs)
+  local errs = {}
+  local names, ports = {}, {}
+  for _, cfg in ipairs(cfgs) do
+    local ok, _, list = validate.vm(cfg)
+    if not ok then
+      for _, m in ipairs(list) do errs[#errs + 1] = m end
+    end
+    local other = names[cfg.name]
+    if other then
+      errs[#errs + 1] = fields.msg(cfg.where, "name", string.format(
+        "%q is already the name of the VM defined at %s", cfg.name, fields.location(other.where)))
+    else
+      names[cfg.name] = cfg
+    end
+    for i, n in ipairs(cfg.net) do
+      for _, f in ipairs(n.forward) do
+        local prev = ports[f.host]
+        if prev and prev.cfg ~= cfg then
+          errs[#errs + 1] = fields.msg(n.where, string.format("net[%d].forward[%d]", i, f.host),
+            string.format("host port %d is already forwarded by VM %s (%s)", f.host, prev.cfg.name,
+              fields.location(prev.where)))
+        elseif not prev then
+          ports[f.host] = { cfg = cfg, where = n.where }
+        end
+      end
+    end
+  end
+  if #errs > 0 then return nil, errs[1], errs end
+  return true
+end
+
+return validate

@@ -1,0 +1,29 @@
+#!/bin/bash
+# Installs what vmlua needs to build, test and run on Debian 12. Idempotent:
+# packages already installed are left alone, and apt-get runs only when
+# something is missing.
+set -euo pipefail
+
+packages=(
+  gcc make pkg-config                    # build
+  liblua5.4-dev lua5.4 libuv1-dev libjansson-dev libedit-dev
+  lua-busted lua-check                   # tests and lint
+  qemu-system-x86 qemu-system-arm qemu-utils # the backend
+  busybox-static cpio e2fsprogs          # guests (scripts/build-guests.sh)
+  valgrind                               # memory checks in CI
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: run as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,139 @@
+/* fs.c: the file-system and process facts Lua's standard library lacks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core.h"
+
+static int fail(lua_State *L, const char *path) {
+  int e = errno;
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", path, strerror(e));
+  lua_pushinteger(L, e);
+  return 3;
+}
+
+/* core.stat(path) -> { type=, size=, mode= } | nil, err */
+static int l_stat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  if (stat(path, &st) != 0) return fail(L, path);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, S_ISREG(st.st_mode)   ? "file"
+                    : S_ISDIR(st.st_mode) ? "directory"
+                    : S_ISBLK(st.st_mode) ? "block"
+                    : S_ISCHR(st.st_mode) ? "char"
+                                          : "other");
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, st.st_mode & 07777);
+  lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, (lua_Integer)st.st_uid);
+  lua_setfield(L, -2, "uid");
+  return 1;
+}
+
+/* core.can_open(path, "r"|"rw") -> true | nil, err: really opens the file. */
+static int l_can_open(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  static const char *const modes[] = {"r", "rw", NULL};
+  int flags = luaL_checkoption(L, 2, "r", modes) == 0 ? O_RDONLY : O_RDWR;
+  int fd = open(path, flags | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return fail(L, path);
+  close(fd);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.executable(path) -> boolean */
+static int l_executable(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  lua_pushboolean(L, stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0);
+  return 1;
+}
+
+/* core.mkdir_private(path) -> true | nil, err: a directory only we can use */
+static int l_mkdir_private(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  if (mkdir(path, 0700) != 0 && errno != EEXIST) return fail(L, path);
+  struct stat st;
+  if (lstat(path, &st) != 0) return fail(L, path);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != getuid()) {
+    errno = EPERM;
+    return fail(L, path);
+  }
+  if ((st.st_mode & 0777) != 0700 && chmod(path, 0700) != 0) return fail(L, path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.chmod(path, mode) -> true | nil, err */
+static int l_chmod(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  if (chmod(path, (mode_t)luaL_checkinteger(L, 2)) != 0) return fail(L, path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_realpath(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  char buf[PATH_MAX];
+  if (realpath(path, buf) == NULL) return fail(L, path);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static int l_cwd(lua_State *L) {
+  char buf[PATH_MAX];
+  size_t len = sizeof buf;
+  if (uv_cwd(buf, &len) != 0) return luaL_error(L, "cannot get the current directory");
+  lua_pushlstring(L, buf, len);
+  return 1;
+}
+
+static int l_exepath(lua_State *L) {
+  char buf[PATH_MAX];
+  size_t len = sizeof buf;
+  if (uv_exepath(buf, &len) != 0) return 0;
+  lua_pushlstring(L, buf, len);
+  return 1;
+}
+
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+static int l_getuid(lua_State *L) {
+  lua_pushinteger(L, getuid());
+  return 1;
+}
+
+/* core.alive(pid) -> boolean: whether a process with that pid exists */
+static int l_alive(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  lua_pushboolean(L, pid > 0 && (kill(pid, 0) == 0 || errno == EPERM));
+  return 1;
+}
+
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+void vmlua_open_fs(lua_State *L) {
+  static const luaL_Reg funcs[] = {
+      {"stat", l_stat},       {"can_open", l_can_open}, {"executable", l_executable},
+      {"mkdir_private", l_mkdir_private}, {"chmod", l_chmod}, {"realpath", l_realpath},
+      {"cwd", l_cwd},         {"exepath", l_exepath},   {"getpid", l_getpid},
+      {"getuid", l_getuid},   {"alive", l_alive},       {"isatty", l_isatty},
+      {NULL, NULL}};
+  luaL_setfuncs(L, funcs, 0);
+}

@@ -1,0 +1,183 @@
+/* stream.c: Unix-domain sockets: a listener vmlua owns, and its connections. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core.h"
+
+#define SERVER "vmlua.server"
+#define STREAM "vmlua.stream"
+enum { ON_CONNECTION = 0 };
+enum { ON_DATA = 0 };
+
+typedef struct {
+  vmlua_handle h;
+  char path[108];
+} server;
+
+typedef struct {
+  vmlua_handle h;
+} stream;
+
+typedef struct {
+  uv_write_t req;
+  char data[];
+} write_req;
+
+static stream *check_stream(lua_State *L) { return luaL_checkudata(L, 1, STREAM); }
+static server *check_server(lua_State *L) { return luaL_checkudata(L, 1, SERVER); }
+
+static int uv_fail(lua_State *L, int code) {
+  lua_pushnil(L);
+  lua_pushstring(L, uv_strerror(code));
+  return 2;
+}
+
+static uv_pipe_t *new_pipe(lua_State *L) {
+  uv_pipe_t *uv = malloc(sizeof *uv);
+  if (uv == NULL) luaL_error(L, "out of memory");
+  uv_pipe_init(vmlua_loop(), uv, 0);
+  return uv;
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  server *srv = listener->data;
+  lua_State *L = vmlua_loop_state();
+  if (srv == NULL || L == NULL || status < 0) return;
+  stream *s = lua_newuserdatauv(L, sizeof *s, 0);
+  uv_pipe_t *uv = new_pipe(L);
+  vmlua_handle_init(&s->h, (uv_handle_t *)uv);
+  luaL_setmetatable(L, STREAM);
+  if (uv_accept(listener, (uv_stream_t *)uv) != 0) {
+    vmlua_handle_close(L, &s->h);
+    lua_pop(L, 1);
+    return;
+  }
+  vmlua_handle_anchor(L, &s->h, -1);
+  if (vmlua_handle_push_callback(L, &srv->h, ON_CONNECTION)) {
+    lua_insert(L, -2);
+    vmlua_protected_call(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
+/* core.listen(path, fn(stream)) -> server | nil, err; the socket is 0600 */
+static int l_listen(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_argcheck(L, strlen(path) < sizeof(((server *)0)->path), 1, "socket path too long");
+  server *srv = lua_newuserdatauv(L, sizeof *srv, 0);
+  uv_pipe_t *uv = new_pipe(L);
+  vmlua_handle_init(&srv->h, (uv_handle_t *)uv);
+  strcpy(srv->path, path);
+  luaL_setmetatable(L, SERVER);
+  int rc = uv_pipe_bind(uv, path);
+  if (rc == 0 && chmod(path, 0600) != 0) rc = UV_EPERM;
+  if (rc == 0) rc = uv_listen((uv_stream_t *)uv, 4, on_connection);
+  if (rc != 0) {
+    vmlua_handle_close(L, &srv->h);
+    return uv_fail(L, rc);
+  }
+  vmlua_handle_set_callback(L, &srv->h, ON_CONNECTION, 2);
+  vmlua_handle_anchor(L, &srv->h, -1);
+  return 1;
+}
+
+static int srv_close(lua_State *L) {
+  vmlua_handle_close(L, &check_server(L)->h);
+  return 0;
+}
+
+static int srv_tostring(lua_State *L) {
+  server *srv = check_server(L);
+  lua_pushfstring(L, "server %s (%s)", srv->path, srv->h.uv ? "listening" : "closed");
+  return 1;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h;
+  buf->base = malloc(suggested);
+  buf->len = buf->base ? suggested : 0;
+}
+
+static void on_read(uv_stream_t *uv, ssize_t n, const uv_buf_t *buf) {
+  stream *s = uv->data;
+  lua_State *L = vmlua_loop_state();
+  if (s != NULL && L != NULL && n != 0) {
+    int pushed = vmlua_handle_push_callback(L, &s->h, ON_DATA);
+    if (n > 0) {
+      lua_pushlstring(L, buf->base, (size_t)n);
+      lua_pushnil(L);
+    } else {
+      uv_read_stop(uv);
+      lua_pushnil(L);
+      lua_pushstring(L, n == UV_EOF ? "closed" : uv_strerror((int)n));
+    }
+    if (pushed)
+      vmlua_protected_call(L, 2);
+    else
+      lua_pop(L, 2);
+  }
+  free(buf->base);
+}
+
+/* stream:read(fn(data, err)): data is nil with err "closed" at the end */
+static int s_read(lua_State *L) {
+  stream *s = check_stream(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s->h.uv == NULL) return luaL_error(L, "stream is closed");
+  vmlua_handle_set_callback(L, &s->h, ON_DATA, 2);
+  int rc = uv_read_start((uv_stream_t *)s->h.uv, on_alloc, on_read);
+  if (rc != 0) return uv_fail(L, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void on_written(uv_write_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+/* stream:write(data) -> true | nil, err; the data is copied and queued */
+static int s_write(lua_State *L) {
+  stream *s = check_stream(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  if (s->h.uv == NULL) return uv_fail(L, UV_EPIPE);
+  write_req *w = malloc(sizeof *w + len);
+  if (w == NULL) return luaL_error(L, "out of memory");
+  memcpy(w->data, data, len);
+  uv_buf_t buf = uv_buf_init(w->data, (unsigned)len);
+  int rc = uv_write(&w->req, (uv_stream_t *)s->h.uv, &buf, 1, on_written);
+  if (rc != 0) {
+    free(w);
+    return uv_fail(L, rc);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int s_close(lua_State *L) {
+  vmlua_handle_close(L, &check_stream(L)->h);
+  return 0;
+}
+
+static int s_tostring(lua_State *L) {
+  lua_pushfstring(L, "stream (%s)", check_stream(L)->h.uv ? "open" : "closed");
+  return 1;
+}
+
+void vmlua_open_stream(lua_State *L) {
+  static const luaL_Reg server_methods[] = {{"close", srv_close}, {NULL, NULL}};
+  static const luaL_Reg server_meta[] = {
+      {"__gc", srv_close}, {"__close", srv_close}, {"__tostring", srv_tostring}, {NULL, NULL}};
+  static const luaL_Reg stream_methods[] = {
+      {"read", s_read}, {"write", s_write}, {"close", s_close}, {NULL, NULL}};
+  static const luaL_Reg stream_meta[] = {
+      {"__gc", s_close}, {"__close", s_close}, {"__tostring", s_tostring}, {NULL, NULL}};
+  vmlua_new_class(L, SERVER, server_methods, server_meta);
+  vmlua_new_class(L, STREAM, stream_methods, stream_meta);
+  lua_pushcfunction(L, l_listen);
+  lua_setfield(L, -2, "listen");
+}

@@ -1,0 +1,63 @@
+-- Helpers for the unit specs: temporary directories, small files, and
+-- definitions run from a real file so that their file:line is known.
+local core = require "vmlua.core"
+
+local helpers = {}
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", [['\'']]) .. "'"
+end
+
+-- A new private directory; its real path, so messages can be predicted.
+function helpers.tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  assert(core.mkdir_private(name))
+  return assert(core.realpath(name))
+end
+
+function helpers.rmtree(dir)
+  assert(dir:match("^/.+/."), "refusing to remove " .. dir)
+  os.execute("rm -rf " .. shell_quote(dir))
+end
+
+function helpers.write(path, content)
+  local f = assert(io.open(path, "wb"))
+  f:write(content or "")
+  f:close()
+  return path
+end
+
+-- The files a valid definition refers to: vmlinuz, initrd.img, root.img.
+function helpers.fixtures(dir)
+  helpers.write(dir .. "/vmlinuz", "not a real kernel\n")
+  helpers.write(dir .. "/initrd.img", "not a real initrd\n")
+  helpers.write(dir .. "/root.img", string.rep("\0", 4096))
+end
+
+-- Writes `src` to DIR/NAME (default def.lua) and runs it like a file;
+-- returns pcall's results.
+function helpers.run(dir, src, name)
+  local path = helpers.write(dir .. "/" .. (name or "def.lua"), src)
+  local chunk, err = loadfile(path)
+  if not chunk then return false, err end
+  return pcall(chunk)
+end
+
+-- The error a definition raises (fails the spec when it raises none).
+function helpers.error_of(dir, src, name)
+  local ok, err = helpers.run(dir, src, name)
+  assert(not ok, "the definition did not fail")
+  return err
+end
+
+-- The VM a definition returns.
+function helpers.vm(dir, src, name)
+  local ok, vm = helpers.run(dir, src, name)
+  assert(ok, vm)
+  return vm
+end
+
+helpers.shell_quote = shell_quote
+
+return helpers

@@ -1,0 +1,80 @@
+-- Real guests under QEMU (TCG here): boot, run, the state machine, disks.
+local core = require "vmlua.core"
+local guest = require "support.guest"
+
+describe("a real guest", function()
+  after_each(guest.cleanup)
+
+  for _, arch in ipairs { "x86_64", "aarch64" } do
+    it("boots on " .. arch .. " and runs commands with their status", function()
+      local vm = guest.boot(guest.vm(arch))
+      local out, status = vm:run("uname -m")
+      assert.are.equal(arch .. "\n", out)
+      assert.are.equal(0, status)
+      out, status = vm:run("echo one; echo 'two three' >&2; exit_code() { return 3; }; exit_code")
+      assert.are.equal("one\ntwo three\n", out)
+      assert.are.equal(3, status)
+      vm:kill()
+      assert.are.equal("stopped", vm.state)
+    end)
+  end
+
+  it("goes through start, pause, resume and stop, firing each state in order", function()
+    local vm = guest.vm("x86_64")
+    local seen, named = {}, {}
+    vm:on("state", function(new, old) seen[#seen + 1] = old .. ">" .. new end)
+    vm:on("paused", function(v) named[#named + 1] = v.state end)
+    assert.is_true(vm:can_start())
+    assert.is_false(vm:can_pause())
+    guest.boot(vm)
+    assert.is_true(vm:can_pause() and vm:can_stop())
+    assert.is_false(vm:can_start() or vm:can_resume())
+    vm:pause()
+    assert.are.equal("paused", vm:qmp_command("query-status").status)
+    assert.is_true(vm:can_resume())
+    vm:resume()
+    assert.are.equal("running", vm:qmp_command("query-status").status)
+    local pid = vm.process:pid()
+    assert.are.equal("graceful", vm:stop { timeout = 30 })
+    assert.are.same({ "stopped>starting", "starting>running", "running>pausing", "pausing>paused",
+                      "paused>resuming", "resuming>running", "running>stopping", "stopping>stopped" },
+                    seen)
+    assert.are.same({ "paused" }, named)
+    assert.is_false(core.alive(pid))
+    assert.is_nil(core.stat(vm.paths.dir))
+  end)
+
+  it("refuses operations the current state does not allow", function()
+    local vm = guest.vm("x86_64")
+    assert.error_matches(function() vm:pause() end, "vm " .. vm.name .. ": cannot pause: it is stopped", 1, true)
+    guest.boot(vm)
+    assert.error_matches(function() vm:start() end, "vm " .. vm.name .. ": cannot start: it is running", 1, true)
+    assert.error_matches(function() vm:resume() end, "vm " .. vm.name .. ": cannot resume: it is running", 1, true)
+    vm:kill()
+  end)
+
+  it("keeps what was written to a disk across a graceful stop and a new boot", function()
+    local vm, disk = guest.vm_with_disk("x86_64")
+    guest.boot(vm)
+    local _, status = vm:run("mount /dev/vda /mnt && cat /mnt/hello.txt && echo kept-$((6*7)) > /mnt/note")
+    assert.are.equal(0, status)
+    assert.are.equal("graceful", vm:stop { timeout = 30 })
+    local again = guest.boot(guest.vm_with_disk("x86_64", { disk_path = disk }))
+    local out
+    out, status = again:run("mount /dev/vda /mnt && cat /mnt/note")
+    assert.are.equal(0, status)
+    assert.are.equal("kept-42\n", out)
+    again:stop { timeout = 30 }
+  end)
+
+  it("can wait for a state, and fails clearly when it can never come", function()
+    local vm = guest.boot(guest.vm("x86_64"))
+    vm:wait("running", { timeout = 1 })
+    vm:send("poweroff\n")
+    vm:wait("stopped", { timeout = 60 })
+    assert.are.equal("the guest powered off", vm.reason)
+    assert.error_matches(function() vm:wait("running") end,
+                         "vm " .. vm.name .. ": it is stopped, so it will never be running (the guest powered off)",
+                         1, true)
+  end)
+end)

@@ -1,0 +1,87 @@
+-- Guests for integration specs: the cache built by scripts/build-guests.sh,
+-- scratch copies of the data disk, and clean-up of every VM a spec started.
+local core = require "vmlua.core"
+local machine = require "vmlua.machine"
+
+local guest = {}
+
+function guest.cache()
+  local cache = os.getenv("VMLUA_CACHE")
+  if not cache or cache == "" then
+    local xdg = os.getenv("XDG_CACHE_HOME")
+    cache = ((xdg and xdg ~= "") and xdg or os.getenv("HOME") .. "/.cache") .. "/vmlua"
+  end
+  return cache .. "/guests"
+end
+
+function guest.files(arch)
+  local dir = guest.cache() .. "/" .. arch
+  for _, f in ipairs { "vmlinuz", "initrd.img", "data.ext4" } do
+    assert(core.stat(dir .. "/" .. f), "no guest " .. dir .. "/" .. f .. ": run scripts/build-guests.sh")
+  end
+  return { kernel = dir .. "/vmlinuz", initrd = dir .. "/initrd.img", data = dir .. "/data.ext4" }
+end
+
+-- A private scratch directory, removed by guest.cleanup().
+local scratch = {}
+function guest.tmpdir()
+  local p = io.popen("mktemp -d /tmp/vmlua-spec.XXXXXX")
+  local dir = p:read("l")
+  p:close()
+  scratch[#scratch + 1] = dir
+  return dir
+end
+
+function guest.copy(from, to)
+  local src = assert(io.open(from, "rb"))
+  local dst = assert(io.open(to, "wb"))
+  while true do
+    local block = src:read(1 << 20)
+    if not block then break end
+    dst:write(block)
+  end
+  src:close()
+  dst:close()
+  return to
+end
+
+local count = 0
+-- A VM booting the cached guest; spec fields override the defaults.
+function guest.vm(arch, spec)
+  local vmlua = require "vmlua"
+  local files = guest.files(arch)
+  count = count + 1
+  local t = {
+    name = string.format("spec-%d-%d", core.getpid(), count),
+    arch = arch, cpus = 1, memory = "256M",
+    boot = vmlua.linux { kernel = files.kernel, initrd = files.initrd },
+  }
+  for k, v in pairs(spec or {}) do t[k] = v end
+  return vmlua.vm(t)
+end
+
+-- A VM with its own copy of the data disk.
+function guest.vm_with_disk(arch, spec)
+  local vmlua = require "vmlua"
+  local disk = (spec and spec.disk_path) or guest.copy(guest.files(arch).data, guest.tmpdir() .. "/data.ext4")
+  local s = {}
+  for k, v in pairs(spec or {}) do if k ~= "disk_path" then s[k] = v end end
+  s.disks = { vmlua.disk { path = disk } }
+  return guest.vm(arch, s), disk
+end
+
+-- Kills every VM still alive and removes scratch directories.
+function guest.cleanup()
+  for vm in pairs(machine.live) do pcall(vm.kill, vm) end
+  for _, dir in ipairs(scratch) do os.execute("rm -rf '" .. dir .. "'") end
+  scratch = {}
+end
+
+-- Boots to the shell prompt.
+function guest.boot(vm)
+  vm:start()
+  vm:expect("vmlua# ", { timeout = 60 })
+  return vm
+end
+
+return guest

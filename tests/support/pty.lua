@@ -1,0 +1,115 @@
+-- Drives the vmlua executable through a real pseudo-terminal (core.pty_spawn),
+-- as a user at a terminal would: what it prints is read on the spec's event
+-- loop, keys are written to it, Ctrl-C reaches it as SIGINT.
+local core = require "vmlua.core"
+local task = require "vmlua.task"
+
+local pty = {}
+
+pty.binary = core.realpath(os.getenv("VMLUA_BIN") or "build/bin/vmlua")
+
+-- Keys, as a terminal sends them.
+pty.keys = {
+  enter = "\r", tab = "\t", ctrl_c = "\3", ctrl_d = "\4", ctrl_p = "\16", ctrl_bracket = "\29",
+}
+
+-- The text a terminal shows, roughly: escape sequences, carriage returns
+-- and bells removed.
+function pty.clean(s)
+  return (s:gsub("\27%[[%d;?]*[%a@`]", "")
+           :gsub("\27[%(%)][%w]", "")
+           :gsub("\27[=>78]", "")
+           :gsub("[\r\7]", ""))
+end
+
+local Term = {}
+Term.__index = Term
+
+-- Starts `vmlua args...` on a new pty, with env (a table of NAME=value
+-- strings) added to the environment through env(1).
+function pty.spawn(args, env)
+  local argv = { "env" }
+  for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
+  argv[#argv + 1] = pty.binary
+  for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
+  local t = setmetatable({ raw = "", pos = 1 }, Term)
+  t.proc = assert(core.pty_spawn {
+    file = "/usr/bin/env", args = argv, rows = 24, cols = 100,
+    on_data = function(data)
+      t.raw = t.raw .. data
+      if t.wake then t.wake() end
+    end,
+    on_exit = function(code, signal)
+      t.exited, t.code, t.signal = true, code, signal
+      if t.wake then t.wake() end
+    end,
+  })
+  return t
+end
+
+function Term:text()
+  return pty.clean(self.raw)
+end
+
+-- What was printed after the last expect() match.
+function Term:rest()
+  return self:text():sub(self.pos)
+end
+
+local function wait(self, left)
+  task.await(function(wake) self.wake = wake end, left)
+  self.wake = nil
+end
+
+-- Waits until `text` (plain text) shows after the last match; returns the
+-- whole output up to it. Fails with what was printed, on timeout or exit.
+function Term:expect(text, timeout)
+  local deadline = core.now() + (timeout or 15)
+  while true do
+    local s = self:text()
+    local i, j = s:find(text, self.pos, true)
+    if i then
+      self.pos = j + 1
+      return s:sub(1, j)
+    end
+    if self.exited then
+      error(string.format("vmlua exited (%s) before printing %q; after the last match it printed:\n%s",
+                          tostring(self.code or self.signal), text, s:sub(self.pos)), 2)
+    end
+    local left = deadline - core.now()
+    if left <= 0 then
+      error(string.format("timed out waiting for %q; after the last match vmlua printed:\n%s",
+                          text, s:sub(self.pos)), 2)
+    end
+    wait(self, left)
+  end
+end
+
+function Term:send(keys)
+  assert(self.proc:write(keys))
+end
+
+-- Types a line and waits for libedit to echo it back.
+function Term:line(text)
+  self:send(text .. "\r")
+  self:expect(text .. "\n")
+end
+
+-- Waits for the process to end; returns its exit code (or nil, signal).
+function Term:wait_exit(timeout)
+  local deadline = core.now() + (timeout or 15)
+  while not self.exited do
+    local left = deadline - core.now()
+    if left <= 0 then error("vmlua did not exit; it printed:\n" .. self:rest(), 2) end
+    wait(self, left)
+  end
+  return self.code, self.signal
+end
+
+-- Kills the process if it still runs (its QEMU children get SIGTERM from
+-- the kernel when it dies); safe to call twice.
+function Term:close()
+  if self.proc then self.proc:close() end
+end
+
+return pty

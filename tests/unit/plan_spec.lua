@@ -1,0 +1,150 @@
+local core = require "vmlua.core"
+local config = require "vmlua.config"
+local host = require "vmlua.host"
+local plan = require "vmlua.plan"
+local qemu = require "vmlua.qemu"
+local runtime = require "vmlua.runtime"
+local helpers = require "helpers"
+
+describe("plan", function()
+  local dir, accel_for
+
+  before_each(function()
+    dir = helpers.tmpdir()
+    for _, arch in ipairs({ "x86_64", "aarch64" }) do
+      local bin = helpers.write(dir .. "/qemu-system-" .. arch, "#!/bin/sh\n")
+      assert(core.chmod(bin, tonumber("755", 8)))
+    end
+    host.reset { path = dir }
+    accel_for = host.accel_for
+    host.accel_for = function(arch)
+      if arch == "aarch64" then return "tcg", "aarch64 guest on an x86_64 host: emulated, expect it to be slow" end
+      return "kvm"
+    end
+  end)
+
+  after_each(function()
+    host.accel_for = accel_for
+    host.reset()
+    helpers.rmtree(dir)
+  end)
+
+  local function x86()
+    local cfg = config.vm({
+      name = "dev", arch = "x86_64", cpus = 2, memory = "2G",
+      boot = config.linux { kernel = "/k/vmlinuz", initrd = "/k/initrd.img", cmdline = "quiet" },
+      disks = { config.disk { path = "/d/my root.img" }, config.disk { path = "/d/seed.img", readonly = true } },
+      net = { config.nat { forward = { [2222] = 22, [8080] = 80 } } },
+      console = config.console { log = "/logs/dev.log" },
+    }, 2)
+    return cfg
+  end
+
+  local function arm()
+    local cfg = config.vm({
+      name = "arm", arch = "aarch64", memory = "1536M", boot = config.linux { kernel = "/k/Image" },
+    }, 2)
+    return cfg
+  end
+
+  describe("text", function()
+    it("shows the resolved x86_64 VM and its command", function()
+      local cfg = x86()
+      local text = plan.text(cfg)
+      local paths = runtime.paths("dev")
+      local lines = {}
+      for line in text:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.equal("vm dev (" .. cfg.where.short .. ":" .. cfg.where.line .. ")", lines[1])
+      assert.equal("  arch      x86_64, accelerator kvm", lines[2])
+      assert.equal("  cpus      2", lines[3])
+      assert.equal("  memory    2 GiB", lines[4])
+      assert.equal("  boot      linux kernel /k/vmlinuz", lines[5])
+      assert.equal("                  initrd /k/initrd.img", lines[6])
+      assert.equal("                  cmdline quiet console=ttyS0 panic=-1", lines[7])
+      assert.equal("  disk0     /d/my root.img (raw, read-write)", lines[8])
+      assert.equal("  disk1     /d/seed.img (raw, read-only)", lines[9])
+      assert.equal("  net0      127.0.0.1:2222 -> guest 22/tcp", lines[10])
+      assert.equal("            127.0.0.1:8080 -> guest 80/tcp", lines[11])
+      assert.equal("  console   log /logs/dev.log", lines[12])
+      assert.equal("  command   (quoted for reading only: vmlua runs this argv itself, without a shell)", lines[13])
+      assert.equal("    " .. dir .. "/qemu-system-x86_64 \\", lines[14])
+      assert.equal("      -name dev \\", lines[15])
+      assert.equal("      -machine q35 \\", lines[16])
+      assert.equal("      -accel kvm \\", lines[17])
+      assert.equal("      -cpu host \\", lines[18])
+      assert.truthy(text:find("      -append 'quiet console=ttyS0 panic=-1' \\\n", 1, true))
+      assert.truthy(text:find("      -qmp unix:" .. paths.qmp .. " \\\n", 1, true))
+      assert.truthy(text:find("      -drive 'if=none,id=disk0,file=/d/my root.img,format=raw' \\\n", 1, true))
+      assert.equal("      -device virtio-net-pci,netdev=net0", lines[#lines])
+    end)
+
+    it("shows the emulation warning and the defaults of an aarch64 VM", function()
+      local text = plan.text(arm())
+      assert.truthy(text:find("\n  arch      aarch64, accelerator tcg\n"
+        .. "            warning: aarch64 guest on an x86_64 host: emulated, expect it to be slow\n", 1, true))
+      assert.truthy(text:find("\n  memory    1.5 GiB\n", 1, true))
+      assert.truthy(text:find("\n                  cmdline console=ttyAMA0 panic=-1\n", 1, true))
+      assert.truthy(text:find("\n  disks     none\n  net       none\n", 1, true))
+      assert.truthy(text:find("\n  console   log " .. runtime.paths("arm").log .. " (in the runtime directory)\n", 1,
+        true))
+      assert.truthy(text:find("\n      -machine virt \\\n      -accel tcg \\\n      -cpu cortex-a72 \\\n", 1, true))
+    end)
+
+    it("shows a VM it cannot run without failing", function()
+      local cfg = config.vm({ name = "r", arch = "riscv64" }, 2)
+      local text = plan.text(cfg)
+      assert.truthy(text:find("  arch      riscv64 (not supported)", 1, true))
+      assert.truthy(text:find("  boot      none", 1, true))
+      assert.is_nil(text:find("command", 1, true))
+    end)
+  end)
+
+  describe("quote", function()
+    it("quotes for a POSIX shell only where needed", function()
+      assert.equal("-m", plan.quote("-m"))
+      assert.equal("if=none,id=d,file=/a/b.img", plan.quote("if=none,id=d,file=/a/b.img"))
+      assert.equal("'a b'", plan.quote("a b"))
+      assert.equal([['it'\''s']], plan.quote("it's"))
+      assert.equal("''", plan.quote(""))
+      assert.equal("'$HOME'", plan.quote("$HOME"))
+    end)
+  end)
+
+  describe("json", function()
+    it("gives each VM's configuration and argv", function()
+      local a, b = x86(), arm()
+      local doc = core.json_decode(plan.json({ a, b }))
+      assert.equal(2, #doc.vms)
+      local v = doc.vms[1]
+      assert.equal("dev", v.name)
+      assert.equal("x86_64", v.arch)
+      assert.equal("kvm", v.accel)
+      assert.equal(core.null, v.warning)
+      assert.equal(2, v.cpus)
+      assert.equal(2 * 1024 ^ 3, v.memory)
+      assert.same({ "quiet", "console=ttyS0", "panic=-1" }, v.boot.cmdline)
+      assert.equal("/k/vmlinuz", v.boot.kernel)
+      assert.equal("/d/my root.img", v.disks[1].path)
+      assert.is_true(v.disks[2].readonly)
+      assert.same({ host = 2222, guest = 22, address = "127.0.0.1", protocol = "tcp" }, v.net[1].forward[1])
+      assert.equal("/logs/dev.log", v.console.log)
+      assert.equal(a.where.line, v.where.line)
+      assert.same(qemu.command(a, runtime.paths("dev")).args, v.argv)
+      assert.equal(dir .. "/qemu-system-x86_64", v.file)
+
+      local w = doc.vms[2]
+      assert.equal("aarch64 guest on an x86_64 host: emulated, expect it to be slow", w.warning)
+      assert.equal(runtime.paths("arm").log, w.console.log)
+      assert.same(qemu.command(b, runtime.paths("arm")).args, w.argv)
+      assert.same(host.facts().arch, doc.host.arch)
+    end)
+
+    it("writes empty lists as []", function()
+      local text = plan.json({ arm() })
+      assert.truthy(text:find('"disks": []', 1, true))
+      assert.truthy(text:find('"net": []', 1, true))
+      assert.is_nil(text:find("empty-list", 1, true))
+      assert.truthy(plan.json({}):find('"vms": []', 1, true))
+    end)
+  end)
+end)
