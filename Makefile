@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 CC ?= cc
 PKGS := lua5.4 libuv jansson libedit
 CFLAGS ?= -O2 -g
-CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS))
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS))
 MODLIBS := $(shell pkg-config --libs libuv jansson libedit)
 
@@ -19,15 +19,15 @@ SANITIZE := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-san
 all: $(BIN) $(MODULE) $(LUA_LINK)
 
 $(BUILD)/obj/%.o: src/%.c src/core.h | $(BUILD)/obj
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BIN): $(BUILD)/obj/main.o $(CORE_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(MODULE): $(CORE_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(MODLIBS)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -shared -o $@ $^ $(MODLIBS)
 
 $(LUA_LINK):
 	@mkdir -p $(@D)
@@ -53,7 +53,7 @@ check: all lint
 sanitize:
 	$(MAKE) BUILD=build-asan CFLAGS="$(SANITIZE)" LDFLAGS="-fsanitize=address,undefined" \
 	  build-asan/bin/vmlua build-asan/share/lua/5.4/vmlua
-	VMLUA_BIN=build-asan/bin/vmlua ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	VMLUA_BIN=build-asan/bin/vmlua ASAN_OPTIONS=detect_leaks=1:exitcode=99 LSAN_OPTIONS=exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(BUSTED) tests/bad_corpus_spec.lua tests/integration/cli_spec.lua
 
 lint:

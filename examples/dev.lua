@@ -1,6 +1,7 @@
--- A development VM sized from the machine it runs on.
+-- A development VM sized from the machine it runs on: boot it, run a few
+-- commands in it, print what they say, and stop it.
 --   vmlua plan examples/dev.lua     show what would run, start nothing
---   vmlua examples/dev.lua          boot it
+--   vmlua examples/dev.lua          boot it and run the commands
 -- The guest (kernel, initramfs, data disk) comes from scripts/build-guests.sh.
 local vmlua = require "vmlua"
 
@@ -22,16 +23,28 @@ local vm = vmlua.vm {
   boot = vmlua.linux { kernel = guest .. "vmlinuz", initrd = guest .. "initrd.img" },
 }
 
--- The data disk only when it has been built.
+-- The data disk only when it has been built; shared, so read-only.
 local data = guest .. "data.ext4"
 local f = io.open(data)
 if f then
   f:close()
-  vm:add(vmlua.disk { path = data })
+  vm:add(vmlua.disk { path = data, readonly = true })
 end
 
 -- SSH-style forward only on request: VMLUA_FORWARD=2222 forwards 127.0.0.1:2222 to the guest's port 22.
 local port = env("VMLUA_FORWARD")
 if port then vm:add(vmlua.nat { forward = { [tonumber(port) or port] = 22 } }) end
 
-return vm
+vm:on("state", function(new, old) print(("-- %s: %s -> %s"):format(vm.name, old, new)) end)
+vm:start()
+vm:expect("vmlua# ")
+for _, command in ipairs {
+  "uname -srm",
+  "grep -c ^processor /proc/cpuinfo",
+  "free -m | head -2",
+  "[ -b /dev/vda ] && mount -o ro /dev/vda /mnt && cat /mnt/hello.txt",
+} do
+  local output, status = vm:run(command)
+  io.write("$ ", command, "\n", output, status ~= 0 and ("(exit status " .. status .. ")\n") or "")
+end
+vm:stop()

@@ -1,0 +1,116 @@
+-- Helpers shared by the benchmarks: the build tree on the module path,
+-- timed child processes, statistics, /proc readings, and cleanup of every
+-- process a benchmark started.
+local dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local build = dir .. "/../build/"
+package.path = build .. "share/lua/5.4/?.lua;" .. build .. "share/lua/5.4/?/init.lua;" .. package.path
+package.cpath = build .. "lib/lua/5.4/?.so;" .. package.cpath
+
+local core = require "vmlua.core"
+local host = require "vmlua.host"
+local task = require "vmlua.task"
+
+local lib = { core = core, task = task, live = {}, pids = {} }
+lib.root = assert(core.realpath(dir .. "/.."))
+lib.vmlua = lib.root .. "/build/bin/vmlua"
+lib.TICK = 100 -- USER_HZ: /proc/PID/stat counts CPU time in 1/100 s on Linux
+
+-- core.spawn, remembered until the process exits, so cleanup can end it.
+-- lib.live[p] holds the functions to call when p exits.
+function lib.spawn(spec)
+  local on_exit = spec.on_exit
+  local p
+  spec.on_exit = function(code, signal)
+    local waiters = lib.live[p]
+    lib.live[p] = nil
+    if on_exit then on_exit(code, signal) end
+    for _, wake in ipairs(waiters) do wake(true) end
+  end
+  local err
+  p, err = core.spawn(spec)
+  if not p then error(err, 2) end
+  lib.live[p] = {}
+  return p
+end
+
+-- Runs argv to its end: seconds from spawn to exit, and the exit code.
+function lib.time_run(args, timeout)
+  local t0, t1
+  local code, signal = task.await(function(wake)
+    t0 = core.now()
+    lib.spawn { file = args[1], args = args,
+                on_exit = function(c, s) t1 = core.now() wake(c, s) end }
+  end, timeout or 30)
+  if code ~= 0 then error(table.concat(args, " ") .. ": " .. (signal or ("exit status " .. tostring(code))), 2) end
+  return t1 - t0
+end
+
+-- Waits until process p exits; false after `timeout` seconds.
+function lib.wait_exit(p, timeout)
+  if not lib.live[p] then return true end
+  return task.await(function(wake) table.insert(lib.live[p], wake) end, timeout) == true
+end
+
+-- Sends a signal to a pid we did not spawn ourselves (QEMU under vmlua),
+-- after checking that it is still the program we expect.
+function lib.signal_pid(pid, signal, program)
+  local f = io.open("/proc/" .. pid .. "/cmdline")
+  local cmd = f and f:read("a") or ""
+  if f then f:close() end
+  if not cmd:find(program, 1, true) then return false end
+  lib.time_run({ host.which("kill"), "-" .. signal, tostring(pid) })
+  return true
+end
+
+-- Ends everything still running that the benchmark started.
+function lib.cleanup()
+  for p in pairs(lib.live) do p:close() end -- SIGKILL and reap
+  for pid, program in pairs(lib.pids) do lib.signal_pid(pid, "KILL", program) end
+end
+
+-- Runs fn; whatever happens, ends every process it started. Exits 1 on error.
+function lib.main(fn)
+  local ok, err = xpcall(fn, debug.traceback)
+  lib.cleanup()
+  if not ok then
+    io.stderr:write("bench: ", tostring(err), "\n")
+    os.exit(1)
+  end
+end
+
+-- Median, minimum, maximum and 90th percentile (nearest rank).
+function lib.stats(xs)
+  local s = {}
+  for i, x in ipairs(xs) do s[i] = x end
+  table.sort(s)
+  local n = #s
+  local median = n % 2 == 1 and s[(n + 1) // 2] or (s[n // 2] + s[n // 2 + 1]) / 2
+  return { n = n, median = median, min = s[1], max = s[n], p90 = s[math.ceil(0.9 * n)] }
+end
+
+local function read(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- VmRSS and VmHWM (peak) in KiB, and context switches (voluntary + not).
+function lib.status(pid)
+  local s = assert(read("/proc/" .. pid .. "/status"), "no process " .. pid)
+  local function field(name) return tonumber(s:match(name .. ":%s*(%d+)")) end
+  return { rss = field("VmRSS"), hwm = field("VmHWM"),
+           switches = field("voluntary_ctxt_switches") + field("nonvoluntary_ctxt_switches") }
+end
+
+-- CPU seconds used so far (user + system) by process pid.
+function lib.cpu(pid)
+  local s = assert(read("/proc/" .. pid .. "/stat"), "no process " .. pid)
+  local rest = s:match("%) (.*)$") -- after the command name, which may hold spaces
+  local f = {}
+  for word in rest:gmatch("%S+") do f[#f + 1] = word end
+  return (tonumber(f[12]) + tonumber(f[13])) / lib.TICK -- fields 14 and 15 of stat
+end
+
+return lib

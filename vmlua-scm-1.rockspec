@@ -1,0 +1,51 @@
+rockspec_format = "3.0"
+package = "vmlua"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/vmlua.git",
+}
+description = {
+  summary = "Define, boot and drive virtual machines with Lua programs",
+  detailed = [[
+A VM definition is a Lua program: size it from the host, add devices on a
+condition, and script what happens after boot. QEMU backend over QMP.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4",
+}
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+  JANSSON = { header = "jansson.h", library = "jansson" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["vmlua.core"] = {
+      sources = {
+        "src/core.c", "src/loop.c", "src/handle.c", "src/host.c", "src/fs.c", "src/json.c",
+        "src/timer.c", "src/process.c", "src/stream.c", "src/signal.c", "src/caller.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      libraries = { "uv", "jansson" },
+      incdirs = { "$(LIBUV_INCDIR)", "$(JANSSON_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(JANSSON_LIBDIR)" },
+    },
+    ["vmlua"] = "lua/vmlua/init.lua",
+    ["vmlua.cli"] = "lua/vmlua/cli.lua",
+    ["vmlua.config"] = "lua/vmlua/config.lua",
+    ["vmlua.console"] = "lua/vmlua/console.lua",
+    ["vmlua.errors"] = "lua/vmlua/errors.lua",
+    ["vmlua.fields"] = "lua/vmlua/fields.lua",
+    ["vmlua.host"] = "lua/vmlua/host.lua",
+    ["vmlua.machine"] = "lua/vmlua/machine.lua",
+    ["vmlua.plan"] = "lua/vmlua/plan.lua",
+    ["vmlua.qemu"] = "lua/vmlua/qemu.lua",
+    ["vmlua.qmp"] = "lua/vmlua/qmp.lua",
+    ["vmlua.repl"] = "lua/vmlua/repl.lua",
+    ["vmlua.runtime"] = "lua/vmlua/runtime.lua",
+    ["vmlua.size"] = "lua/vmlua/size.lua",
+    ["vmlua.task"] = "lua/vmlua/task.lua",
+    ["vmlua.validate"] = "lua/vmlua/validate.lua",
+  },
+}
