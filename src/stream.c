@@ -84,6 +84,49 @@ static int l_listen(lua_State *L) {
   return 1;
 }
 
+typedef struct {
+  uv_connect_t req;
+  stream *s;
+  int callback; /* registry ref */
+} connect_req;
+
+static void on_connect(uv_connect_t *req, int status) {
+  connect_req *c = (connect_req *)req;
+  lua_State *L = vmlua_loop_state();
+  if (L != NULL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->callback);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->callback);
+    if (status == 0 && c->s->h.uv != NULL) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, c->s->h.anchor);
+      lua_pushnil(L);
+    } else {
+      vmlua_handle_close(L, &c->s->h);
+      lua_pushnil(L);
+      lua_pushstring(L, uv_strerror(status ? status : UV_ECANCELED));
+    }
+    vmlua_protected_call(L, 2);
+  }
+  free(c);
+}
+
+/* core.connect(path, fn(stream | nil, err)): connects to a Unix socket */
+static int l_connect(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  connect_req *c = malloc(sizeof *c);
+  if (c == NULL) return luaL_error(L, "out of memory");
+  stream *s = lua_newuserdatauv(L, sizeof *s, 0);
+  uv_pipe_t *uv = new_pipe(L);
+  vmlua_handle_init(&s->h, (uv_handle_t *)uv);
+  luaL_setmetatable(L, STREAM);
+  vmlua_handle_anchor(L, &s->h, -1);
+  c->s = s;
+  lua_pushvalue(L, 2);
+  c->callback = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_pipe_connect(&c->req, uv, path, on_connect);
+  return 0;
+}
+
 static int srv_close(lua_State *L) {
   vmlua_handle_close(L, &check_server(L)->h);
   return 0;
@@ -180,4 +223,6 @@ void vmlua_open_stream(lua_State *L) {
   vmlua_new_class(L, STREAM, stream_methods, stream_meta);
   lua_pushcfunction(L, l_listen);
   lua_setfield(L, -2, "listen");
+  lua_pushcfunction(L, l_connect);
+  lua_setfield(L, -2, "connect");
 }
