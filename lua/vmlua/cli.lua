@@ -177,7 +177,17 @@ local function plan_command(argv)
   end
   machine.dry_run, task.dry_run = true, true
   _G.arg = make_arg(argv, i)
+  -- What the script prints goes to stderr: stdout carries only the plan.
+  local stdout, print_ = io.stdout, print
+  io.output(io.stderr)
+  _G.print = function(...)
+    local parts = table.pack(...)
+    for k = 1, parts.n do parts[k] = tostring(parts[k]) end
+    io.stderr:write(table.concat(parts, "\t", 1, parts.n), "\n")
+  end
   local ok = run_main(function() load_script(script)(script_args(argv, i)) end)
+  io.output(stdout)
+  _G.print = print_
   if not ok then return 1 end
   if #machine.defined == 0 then
     report(script .. " defines no VM")
@@ -192,11 +202,11 @@ local function plan_command(argv)
     return 1
   end
   if json then
-    io.stdout:write(plan.json(cfgs), "\n")
+    stdout:write(plan.json(cfgs), "\n")
   else
     for n, cfg in ipairs(cfgs) do
-      if n > 1 then io.stdout:write("\n") end
-      io.stdout:write(plan.text(cfg), "\n")
+      if n > 1 then stdout:write("\n") end
+      stdout:write(plan.text(cfg), "\n")
     end
   end
   return 0

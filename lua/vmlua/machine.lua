@@ -149,7 +149,8 @@ function VM:wait(state, opts)
 end
 
 local function claim_runtime_dir(paths)
-  assert(core.mkdir_private(runtime.root()))
+  local made, why = core.mkdir_private(runtime.root())
+  if not made then return nil, "cannot make the runtime directory " .. why end
   local f = io.open(paths.pid)
   if f then
     local pid = tonumber(f:read("l"))
@@ -328,9 +329,7 @@ function VM:_exited(code, signal)
   end
   if self.console and self.console.stream and not self.console.ended then
     local timer = core.timer(1, 0, finish)
-    table.insert(self.console.waiters, function()
-      if self.console.ended then timer:close() finish() end
-    end)
+    self.console.on_end = function() timer:close() finish() end
   else
     finish()
   end

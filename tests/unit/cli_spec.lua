@@ -1,0 +1,92 @@
+-- The executable as a Lua interpreter: options, `arg`, exit status, errors.
+local helpers = require "helpers"
+
+local BIN = os.getenv("VMLUA_BIN") or "build/bin/vmlua"
+
+-- Runs vmlua with a shell command line made of quoted words; returns
+-- output (stdout and stderr) and the exit status.
+local function vmlua(args, stdin)
+  local words = { helpers.shell_quote(BIN) }
+  for _, a in ipairs(args) do words[#words + 1] = helpers.shell_quote(a) end
+  local cmd = table.concat(words, " ") .. " 2>&1"
+  if stdin then cmd = "printf %s " .. helpers.shell_quote(stdin) .. " | " .. cmd end
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return out, code
+end
+
+describe("vmlua as an interpreter", function()
+  local dir
+  before_each(function() dir = helpers.tmpdir() end)
+  after_each(function() helpers.rmtree(dir) end)
+
+  it("runs -e statements and prints its version with -v", function()
+    local out, code = vmlua { "-e", "print(6 * 7)" }
+    assert.are.equal("42\n", out)
+    assert.are.equal(0, code)
+    out = vmlua { "-v" }
+    assert.matches("^vmlua %d+%.%d+%.%d+ %(Lua 5%.4%)\n$", out)
+  end)
+
+  it("gives a script its arguments in arg and ...", function()
+    local script = helpers.write(dir .. "/args.lua", 'print(arg[0] == ..., select("#", ...), arg[1], arg[2], arg[-1] ~= nil)\n')
+    local out, code = vmlua { "--", script, "a b", "c" }
+    assert.are.equal("false\t2\ta b\tc\ttrue\n", out)
+    assert.are.equal(0, code)
+  end)
+
+  it("loads modules with -l, also into another name", function()
+    local out = vmlua { "-l", "v=vmlua", "-e", "print(type(v.vm), type(v.host.cpus))" }
+    assert.are.equal("function\tnumber\n", out)
+  end)
+
+  it("runs standard input with -", function()
+    local out, code = vmlua({ "-" }, "print('from stdin')")
+    assert.are.equal("from stdin\n", out)
+    assert.are.equal(0, code)
+  end)
+
+  it("exits 1 with vmlua: and a traceback when a script fails", function()
+    local script = helpers.write(dir .. "/fail.lua", "local x = nil\nprint(x.y)\n")
+    local out, code = vmlua { script }
+    assert.are.equal(1, code)
+    assert.matches("^vmlua: [^\n]*fail%.lua:2: attempt to index a nil value", out)
+    assert.matches("stack traceback", out)
+  end)
+
+  it("reports a syntax error and an unknown option", function()
+    local script = helpers.write(dir .. "/syntax.lua", "print(\n")
+    local out, code = vmlua { script }
+    assert.are.equal(1, code)
+    assert.matches("^vmlua: [^\n]*syntax%.lua:2:", out)
+    out, code = vmlua { "-Z" }
+    assert.are.equal(2, code)
+    assert.matches("unrecognized option '%-Z'", out)
+  end)
+
+  it("passes a script's os.exit status through", function()
+    local out, code = vmlua { "-e", "io.write('bye') os.exit(5)" }
+    assert.are.equal("bye", out)
+    assert.are.equal(5, code)
+  end)
+
+  it("prints help", function()
+    local out, code = vmlua { "--help" }
+    assert.are.equal(0, code)
+    assert.matches("vmlua plan %[%-%-json%] FILE", out)
+  end)
+end)
+
+describe("vmlua plan", function()
+  it("plans a script that starts its VM without starting anything", function()
+    local out, code = vmlua { "plan", "--json", "examples/dev.lua" }
+    assert.are.equal(0, code)
+    local json = out:sub((out:find("{", 1, true)))
+    local plan = require("vmlua.core").json_decode(json)
+    assert.are.equal(1, #plan.vms)
+    assert.are.equal("dev", plan.vms[1].name)
+    assert.matches("qemu%-system%-", plan.vms[1].argv[1])
+    assert.is_nil(out:find("-> running", 1, true), "the VM was started")
+  end)
+end)
