@@ -17,6 +17,7 @@ dependencies = {
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   JANSSON = { header = "jansson.h", library = "jansson" },
+  LIBEDIT = { header = "editline/readline.h", library = "edit" },
 }
 build = {
   type = "builtin",
@@ -25,13 +26,15 @@ build = {
       sources = {
         "src/core.c", "src/loop.c", "src/handle.c", "src/host.c", "src/fs.c", "src/json.c",
         "src/timer.c", "src/process.c", "src/stream.c", "src/signal.c", "src/caller.c",
+        "src/terminal.c", "src/editline.c", "src/interrupt.c", "src/pty.c",
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "uv", "jansson" },
-      incdirs = { "$(LIBUV_INCDIR)", "$(JANSSON_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(JANSSON_LIBDIR)" },
+      libraries = { "uv", "jansson", "edit" },
+      incdirs = { "$(LIBUV_INCDIR)", "$(JANSSON_INCDIR)", "$(LIBEDIT_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(JANSSON_LIBDIR)", "$(LIBEDIT_LIBDIR)" },
     },
     ["vmlua"] = "lua/vmlua/init.lua",
+    ["vmlua.attach"] = "lua/vmlua/attach.lua",
     ["vmlua.cli"] = "lua/vmlua/cli.lua",
     ["vmlua.config"] = "lua/vmlua/config.lua",
     ["vmlua.console"] = "lua/vmlua/console.lua",

@@ -11,6 +11,7 @@
  * the editor. */
 #include <errno.h>
 #include <fcntl.h>
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,13 +261,12 @@ static int deliver_buffered(lua_State *L) {
     deliver(L, NULL, 0);
     return 1;
   }
-  char *line = malloc(len + 1);
-  if (line == NULL) luaL_error(L, "out of memory");
-  memcpy(line, ed.buf, len);
+  stop_reading();
+  int pushed = vmlua_handle_push_callback(L, &ed.h, ON_LINE);
+  if (pushed) lua_pushlstring(L, ed.buf, len); /* a copy: the buffer moves on */
   memmove(ed.buf, ed.buf + take, ed.len - take);
   ed.len -= take;
-  deliver(L, line, len);
-  free(line);
+  if (pushed) vmlua_protected_call(L, 1);
   return 1;
 }
 
@@ -532,8 +532,7 @@ static int l_editor(lua_State *L) {
   if (ed.idle == NULL || ed.prepare == NULL) return luaL_error(L, "out of memory");
   uv_idle_init(vmlua_loop(), ed.idle);
   uv_prepare_init(vmlua_loop(), ed.prepare);
-  uv_prepare_start(ed.prepare, on_prepare);
-  uv_unref((uv_handle_t *)ed.prepare);
+  uv_prepare_start(ed.prepare, on_prepare); /* keeps the loop alive until closed */
 
   /* The callbacks and the anchor live in a vmlua_handle without a uv
    * handle of its own: the editor owns several and closes them itself. */
@@ -554,6 +553,7 @@ static int l_editor(lua_State *L) {
     lua_pop(L, 1);
     rl_readline_name = name;
     rl_catch_signals = 0; /* the loop handles signals */
+    setlocale(LC_CTYPE, ""); /* so that libedit edits UTF-8 as characters */
     rl_instream = stdin;
     rl_outstream = stdout;
     static int initialized;

@@ -40,6 +40,7 @@ static int l_timer(lua_State *L) {
   luaL_setmetatable(L, TIMER);
   vmlua_handle_set_callback(L, &t->h, 0, 3);
   vmlua_handle_anchor(L, &t->h, -1);
+  uv_update_time(vmlua_loop()); /* the loop's clock is stale between runs */
   uv_timer_start(uv, on_timer, timeout, repeat);
   return 1;
 }

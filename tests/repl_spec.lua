@@ -7,6 +7,49 @@ local pty = require "support.pty"
 
 local K = pty.keys
 
+describe("vmlua.repl, without a terminal", function()
+  local repl = require "vmlua.repl"
+
+  it("prints tables readably, sorted, to a depth, and cycles once", function()
+    assert.are.equal("{}", repl.format({}))
+    assert.are.equal('{ 1, "a", b = { c = 3 }, ["not a name"] = 4, [true] = 2 }',
+                     repl.format({ 1, "a", b = { c = 3 }, ["not a name"] = 4, [true] = 2 }))
+    local t = { name = "loop" }
+    t.self = t
+    assert.are.equal('{ name = "loop", self = <cycle> }', repl.format(t))
+    assert.are.equal("{ { { {...} } } }", repl.format({ { { { { 1 } } } } }))
+    assert.are.equal("vm x", repl.format(setmetatable({}, { __tostring = function() return "vm x" end })))
+    local long = {}
+    for i = 1, 30 do long["field" .. i] = i end
+    assert.truthy(repl.format(long):find("^{\n  field1 = 1,\n  field10 = 10,\n"))
+    assert.are.equal("as is", repl.format("as is"))
+    assert.are.equal('"quoted\\n"', repl.format("quoted\n", true))
+  end)
+
+  it("completes names, fields, and methods after a colon", function()
+    local obj = setmetatable({ field = 1 }, { __index = { method = function() end, _private = print } })
+    local env = setmetatable({ obj = obj, other = 2 }, { __index = _G })
+    assert.are.same({ "obj.field", "obj.method(" }, repl.complete(env, "obj.", ""))
+    assert.are.same({ "obj:method(" }, repl.complete(env, "obj:", ""))
+    assert.are.same({ "obj:_private(" }, repl.complete(env, "obj:_", ""))
+    assert.are.same({ "other" }, repl.complete(env, "oth", "x = "))
+    assert.are.same({ "string.format(" }, repl.complete(env, "string.form", ""))
+    assert.are.same({}, repl.complete(env, "obj.", "print('"))
+    assert.are.same({}, repl.complete(env, "nothing.", ""))
+  end)
+
+  it("tells an incomplete chunk from a wrong one", function()
+    assert.is_function(repl.compile("1 + 1"))
+    assert.is_function(repl.compile("x = 1"))
+    assert.is_true(select(3, repl.compile("function f()")))
+    assert.is_true(select(3, repl.compile("print(1,")))
+    local chunk, err, incomplete = repl.compile("x = = 1")
+    assert.is_nil(chunk)
+    assert.truthy(err:find("^stdin:1:"))
+    assert.is_false(incomplete)
+  end)
+end)
+
 describe("the prompt", function()
   local dir, term
 
@@ -68,8 +111,10 @@ local vm = vmlua.vm { name = "repl-%d", arch = "x86_64", memory = "256M",
     term:line('{ 1, "two", t = { x = true }, [10] = "ten" }')
     term:expect('{ 1, "two", [10] = "ten", t = { x = true } }\n')
     enter("x = 6 * 7")
-    term:line("x, 'a string'")
-    term:expect("42\ta string\n")
+    term:line("'a string'")
+    term:expect("a string\n")
+    term:line("x, 'two\\nlines'") -- several values: strings quoted
+    term:expect('42\t"two\\nlines"\n')
     term:line("{ { { { 1 } } } }")
     term:expect("{ { { {...} } } }\n")
     term:line('error("boom")')

@@ -5,6 +5,7 @@
 -- detaches (as in telnet and virsh); so does the VM's end. The console is
 -- logged and kept for vm:expect() all along, attached or not.
 local core = require "vmlua.core"
+local errors = require "vmlua.errors"
 local machine = require "vmlua.machine"
 local task = require "vmlua.task"
 
@@ -50,19 +51,18 @@ local function attached(vm, con)
 end
 
 -- vm:console(): attaches the terminal to the console until Ctrl-] (or the
--- VM's end). A VM keeps its console object in vm.console, whose __call
--- (vmlua.console) brings vm:console() here.
+-- VM's end). The VM's console stream and buffer are vm.serial.
 function attach.console(self)
   if machine.dry_run then return end
   if self.state ~= "running" and self.state ~= "paused" then
-    error(self:_failure("cannot attach to the console: it is " .. self.state), 0)
+    errors.raise(self:_failure("cannot attach to the console: it is " .. self.state), 2)
   end
   local term = core.isatty(0) and core.isatty(1) and core.terminal(0)
   if not term then
-    error(string.format("vm %s: cannot attach to the console: vmlua is not running on a terminal",
-                        self.name), 0)
+    errors.raise(string.format("vm %s: cannot attach to the console: vmlua is not running on a terminal",
+                               self.name), 2)
   end
-  local con = self.console
+  local con = self.serial
   local repl = package.loaded["vmlua.repl"]
   local give_back = repl and repl.suspend and repl.suspend()
   local function cleanup()

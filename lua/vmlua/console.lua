@@ -43,9 +43,11 @@ function Console:_notify()
 end
 
 function Console:_ended()
+  if self.ended then return end
   self.ended = true
   if self.stream then self.stream:close() end
   self:_notify()
+  if self.on_end then self.on_end() end
 end
 
 function Console:close()
@@ -84,12 +86,6 @@ function Console:expect(pattern, timeout)
     end, left)
     if ok == nil and err == "timeout" then return nil, "timeout" end
   end
-end
-
--- vm:console(): a VM keeps its console in the field `console`, so the call
--- lands here; it attaches the terminal (vmlua.attach).
-function Console.__call(_, vm, ...)
-  return require("vmlua.attach").console(vm, ...)
 end
 
 function Console:send(text)

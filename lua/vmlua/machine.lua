@@ -113,7 +113,7 @@ function VM:_failure(what)
   if self.reason and not what:find(self.reason, 1, true) then
     msg = msg .. " (" .. self.reason .. ")"
   end
-  local tail = self.console and self.console:last_lines(machine.console_lines) or ""
+  local tail = self.serial and self.serial:last_lines(machine.console_lines) or ""
   if tail ~= "" then
     msg = msg .. "\n--- last console lines of " .. self.name .. " ---\n" .. tail
   end
@@ -189,7 +189,12 @@ function VM:start()
     warned[warning] = true
     machine.notice(warning)
   end
-  ok, err = self:_launch()
+  local launched
+  launched, ok, err = pcall(self._launch, self)
+  if not launched then -- interrupted (the REPL's Ctrl-C) or a bug: leave nothing behind
+    self:_abort(tostring(ok))
+    error(ok, 0)
+  end
   if not ok then
     self:_abort(err)
     errors.raise(self:_failure("cannot start: " .. self.reason), 2)
@@ -199,7 +204,7 @@ end
 
 function VM:_launch()
   local cfg, paths = self.config, self.paths
-  self.console = console.new { log = cfg.console.log or paths.log, stdio = cfg.console.stdio }
+  self.serial = console.new { log = cfg.console.log or paths.log, stdio = cfg.console.stdio }
   local connected = {}
   local function accept(kind)
     return function(stream)
@@ -240,7 +245,7 @@ function VM:_launch()
       or "QEMU did not connect within " .. machine.start_timeout .. " s"
   end
   self:_close_servers()
-  self.console:attach(connected.console)
+  self.serial:attach(connected.console)
   self.qmp = qmp.new(connected.qmp, {
     on_event = function(name, data) self:_event(name, data) end,
     on_close = function(reason) self:_qmp_closed(reason) end,
@@ -327,9 +332,9 @@ function VM:_exited(code, signal)
     local state, reason = self:_end_reason()
     self:_finish(state, reason)
   end
-  if self.console and self.console.stream and not self.console.ended then
+  if self.serial and self.serial.stream and not self.serial.ended then
     local timer = core.timer(1, 0, finish)
-    self.console.on_end = function() timer:close() finish() end
+    self.serial.on_end = function() timer:close() finish() end
   else
     finish()
   end
@@ -337,7 +342,7 @@ end
 
 function VM:_end_reason()
   local code, signal = self.exit_status[1], self.exit_status[2]
-  local tail = self.console and self.console.tail or ""
+  local tail = self.serial and self.serial.tail or ""
   if self.panicked or tail:find("Kernel panic") then
     return "error", "the guest kernel panicked"
   elseif self.qmp_lost then
@@ -360,7 +365,7 @@ function VM:_finish(state, reason)
   machine.live[self] = nil
   self:_close_servers()
   if self.qmp then self.qmp:close() end
-  if self.console then self.console:close() end
+  if self.serial then self.serial:close() end
   if self.process then self.process:close() end
   if self.paths then self:_remove_runtime_dir() end
   self:_set_state(state, reason)
@@ -421,20 +426,25 @@ function VM:pause() return transition(self, "pause", "pausing", "paused", "stop"
 function VM:resume() return transition(self, "resume", "resuming", "running", "cont") end
 
 function VM:_check_console(what)
-  if not self.console or ENDED[self.state] or self.state == "starting" then
+  if not self.serial or ENDED[self.state] or self.state == "starting" then
     errors.raise(self:_failure(string.format("cannot %s: it is %s", what, self.state)), 3)
   end
 end
 
 -- Waits on the console: the match or captures, or false and a failure message.
 function VM:_console_expect(pattern, timeout, what)
-  local result = table.pack(self.console:expect(pattern, timeout))
+  local result = table.pack(self.serial:expect(pattern, timeout))
   if result[1] == nil then
     local why = result[2] == "timeout" and string.format("timed out after %g s", timeout)
       or "the console closed"
     return false, self:_failure(why .. " waiting for " .. what)
   end
   return table.unpack(result, 1, result.n)
+end
+
+-- Attaches the terminal to the console until Ctrl-] (see vmlua.attach).
+function VM:console()
+  return require("vmlua.attach").console(self)
 end
 
 -- Waits for console output matching a Lua pattern; returns the match or captures.
@@ -450,7 +460,7 @@ end
 function VM:send(text)
   if machine.dry_run then return self end
   self:_check_console("send")
-  self.console:send(text)
+  self.serial:send(text)
   return self
 end
 
@@ -469,7 +479,7 @@ function VM:run(command, opts)
   local id = string.format("%x%x%04x", core.getpid(), self.runs, math.random(0, 0xffff))
   -- One line, so the shell echoes all of it before any output. The markers
   -- are printed through %s, so the echo never contains them.
-  self.console:send(string.format("printf '\\n<<vmlua:%%s:begin>>\\n' %s; (eval '%s'); " ..
+  self.serial:send(string.format("printf '\\n<<vmlua:%%s:begin>>\\n' %s; (eval '%s'); " ..
                                   "printf '\\n<<vmlua:%%s:end:%%d>>\\n' %s \"$?\"\n",
                                   id, (command:gsub("'", "'\\''")), id))
   local output, status = self:_console_expect(

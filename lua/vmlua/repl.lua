@@ -88,11 +88,12 @@ local function render(v, depth, seen, indent)
   return "{\n" .. inner .. table.concat(items, ",\n" .. inner) .. "\n" .. indent .. "}"
 end
 
--- How the prompt shows a value: strings as they are (like lua.c), tables
--- readably to repl.depth levels, anything with __tostring through it.
-function repl.format(v, depth)
-  if type(v) == "string" then return v end
-  return render(v, depth or repl.depth, {}, "")
+-- How the prompt shows a value: a string as it is (like lua.c), or quoted
+-- when it is one of several values; tables readably to repl.depth levels;
+-- anything with __tostring (a VM) through it.
+function repl.format(v, quoted)
+  if type(v) == "string" and not quoted then return v end
+  return render(v, repl.depth, {}, "")
 end
 
 ------------------------------------------------------------------------
@@ -285,6 +286,7 @@ local function stop_vms(session)
   for vm in pairs(machine.live) do vms[#vms + 1] = vm end
   if #vms == 0 then return end
   table.sort(vms, function(a, b) return a.name < b.name end)
+  local outcome = {}
   for _, vm in ipairs(vms) do
     say("stopping ", tostring(vm), " (Ctrl-C forces it off)")
     task.spawn(function()
@@ -292,22 +294,23 @@ local function stop_vms(session)
         if session.force or not vm:can_stop() then vm:kill() return "forced" end
         return vm:stop()
       end)
-      if ok then
-        say("vm ", vm.name, " ", how == "forced" and "forced off" or "stopped")
-      else
-        say(error_text(how))
-      end
+      outcome[vm] = ok and ("vm " .. vm.name .. (how == "forced" and " forced off" or " stopped"))
+        or error_text(how)
     end)
   end
   while next(machine.live) do core.run("once") end
+  core.run("nowait") -- the state events of the last stop
+  for _, vm in ipairs(vms) do say(outcome[vm] or ("vm " .. vm.name .. " " .. vm.state)) end
 end
 
 local Session = {}
 Session.__index = Session
 
+-- The prompts are "> " and ">> ", or the globals _PROMPT and _PROMPT2 (as in lua.c).
 function Session:prompt()
   if self.quitting or self.running then return end
-  self.ed:prompt(self.pending and ">> " or "> ")
+  local prompt = self.pending and (rawget(_G, "_PROMPT2") or ">> ") or (rawget(_G, "_PROMPT") or "> ")
+  self.ed:prompt(tostring(prompt))
 end
 
 function Session:quit(code)
@@ -332,7 +335,7 @@ end
 
 local function show(results)
   local out = {}
-  for i = 2, results.n do out[#out + 1] = repl.format(results[i]) end
+  for i = 2, results.n do out[#out + 1] = repl.format(results[i], results.n > 2) end
   if #out > 0 then print(table.concat(out, "\t")) end
 end
 
@@ -445,9 +448,11 @@ function repl.run(opts)
   end
   restore[#restore + 1] = function() task.report = report end
   local exit = os.exit
+  -- os.exit leaves the prompt the way Ctrl-D does (VMs stopped, terminal
+  -- restored), then exits with the code; in a task it also ends the task.
   os.exit = function(code) -- luacheck: ignore 122
     session:quit(code == nil and true or code)
-    error(EXIT, 0)
+    if task.current() then error(EXIT, 0) end
   end
   restore[#restore + 1] = function() os.exit = exit end -- luacheck: ignore 122
 
@@ -464,7 +469,7 @@ function repl.run(opts)
     else
       say("no history: ", err or "HOME is not set")
     end
-    io.stdout:write(opts.version, "  (Ctrl-D leaves; vm:console() attaches, Ctrl-] detaches)\n")
+    io.stdout:write(opts.version, "; Ctrl-C interrupts, Ctrl-D leaves\n")
   end
 
   session:prompt()

@@ -30,7 +30,8 @@ describe("vmlua as an interpreter", function()
   end)
 
   it("gives a script its arguments in arg and ...", function()
-    local script = helpers.write(dir .. "/args.lua", 'print(arg[0] == ..., select("#", ...), arg[1], arg[2], arg[-1] ~= nil)\n')
+    local script = helpers.write(dir .. "/args.lua",
+      'print(arg[0] == ..., select("#", ...), arg[1], arg[2], arg[-1] ~= nil)\n')
     local out, code = vmlua { "--", script, "a b", "c" }
     assert.are.equal("false\t2\ta b\tc\ttrue\n", out)
     assert.are.equal(0, code)
