@@ -56,12 +56,12 @@ describe("the prompt", function()
   -- Starts vmlua on a pty, isolated from the user's files: HOME (libedit's
   -- ~/.editrc), the history under XDG_STATE_HOME and the runtime directory
   -- of VMs are all in the spec's directory.
-  local function start(args)
+  local function start(args, no_prompt)
     term = pty.spawn(args or {}, {
       "TERM=xterm", "HOME=" .. dir, "XDG_STATE_HOME=" .. dir .. "/state",
       "VMLUA_RUNTIME_DIR=" .. dir .. "/run",
     })
-    term:expect("> ")
+    if not no_prompt then term:expect("> ") end
     return term
   end
 
@@ -289,5 +289,21 @@ local vm = vmlua.vm { name = "repl-%d", arch = "x86_64", memory = "256M",
     term:expect(string.format("stopping vm repl-%d", core.getpid()))
     term:expect(string.format("vm repl-%d stopped", core.getpid()), 30)
     assert.are.equal(0, term:wait_exit(30))
+  end)
+  with_guest("boots a file that only defines a VM with the terminal on its console", function()
+    local files = guest.files("x86_64")
+    local def = helpers.write(dir .. "/only.lua", string.format([[
+local vmlua = require "vmlua"
+vmlua.vm { name = "only-%d", arch = "x86_64", memory = "256M",
+  boot = vmlua.linux { kernel = %q, initrd = %q } }
+]], core.getpid(), files.kernel, files.initrd))
+    start({ def }, "no prompt")
+    term:expect("Ctrl-] detaches and stops it", 30)
+    term:expect("vmlua# ", 90)
+    term:send("echo typed-$((6*7))" .. K.enter)
+    term:expect("typed-42")
+    term:send(K.ctrl_bracket)
+    term:expect(string.format("detached from vm only-%d", core.getpid()))
+    assert.are.equal(0, term:wait_exit(60))
   end)
 end)

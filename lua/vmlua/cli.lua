@@ -156,12 +156,21 @@ local function wrap_exit()
   end
 end
 
--- A file that only defines VMs is booted, with its console on the terminal.
+-- A file that only defines VMs is booted. One VM on a terminal gets the
+-- terminal attached to its console (Ctrl-] detaches and stops it, as the
+-- guest's poweroff does); otherwise the consoles stream to stdout.
 local function boot_defined()
+  local attach = #machine.defined == 1 and core.isatty(0) and core.isatty(1)
   for _, vm in ipairs(machine.defined) do
-    vm.config.console.stdio = true
-    io.stderr:write("vmlua: booting ", vm.name, " (Ctrl-C stops it)\n")
+    if not attach then vm.config.console.stdio = true end
+    io.stderr:write("vmlua: booting ", vm.name,
+                    attach and " (Ctrl-] detaches and stops it)\n" or " (Ctrl-C stops it)\n")
     vm:start()
+  end
+  if attach then
+    local vm = machine.defined[1]
+    vm:console()
+    if vm:can_stop() then vm:stop() end
   end
   for _, vm in ipairs(machine.defined) do vm:wait("stopped") end
 end
