@@ -8,7 +8,7 @@ packages=(
   gcc make pkg-config                    # build
   liblua5.4-dev lua5.4 libuv1-dev libjansson-dev libedit-dev
   lua-busted lua-check                   # tests and lint
-  qemu-system-x86 qemu-system-arm qemu-utils # the backend
+  qemu-system-x86 qemu-system-arm qemu-utils qemu-efi-aarch64 # the backend
   busybox-static cpio e2fsprogs          # guests (scripts/build-guests.sh)
   valgrind                               # memory checks in CI
 )

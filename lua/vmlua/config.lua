@@ -83,10 +83,17 @@ local function port(where, field, v, what)
   return v
 end
 
--- vmlua.linux { kernel = PATH, initrd = PATH, cmdline = { "root=/dev/vda", ... } | "root=/dev/vda rw" }
+-- vmlua.linux { kernel = PATH, initrd = PATH, cmdline = { "root=/dev/vda", ... } | "root=/dev/vda rw",
+--               firmware = PATH | false }
+-- firmware: loaded with -bios before the kernel. By default an aarch64 guest
+-- gets the distribution's UEFI firmware when it is installed: only through
+-- it does the guest see ACPI, and so the power button that a graceful stop
+-- presses. false boots the kernel directly (faster, but stops are forced).
 config.linux = fields.entry(function(where, spec)
   spec_table(spec, where, "linux", '{ kernel = "vmlinuz" }')
-  fields.check(spec, { "kernel", "initrd", "cmdline" }, where, "vmlua.linux")
+  fields.check(spec, { "kernel", "initrd", "cmdline", "firmware" }, where, "vmlua.linux")
+  local firmware = spec.firmware
+  if firmware ~= false then firmware = path_field(where, "firmware", firmware) end
   local cmdline = {}
   local c = spec.cmdline
   if type(c) == "string" then
@@ -111,6 +118,7 @@ config.linux = fields.entry(function(where, spec)
     kernel = path_field(where, "kernel", spec.kernel, true),
     initrd = path_field(where, "initrd", spec.initrd),
     cmdline = cmdline,
+    firmware = firmware,
   })
 end)
 
@@ -230,23 +238,28 @@ local function final_cmdline(cmdline, arch)
   return out
 end
 
+-- The first of a list of candidate files that exists.
+local function first_file(candidates)
+  for _, file in ipairs(candidates or {}) do
+    local st = core.stat(file)
+    if st and st.type == "file" then return file end
+  end
+  return nil
+end
+
 local function boot_field(where, v, arch)
   if v == nil then return nil end
   if not (config.is(v, "linux") or config.is(v, "efi")) then
     fail(where, "boot", "expected vmlua.linux{...} or vmlua.efi{...}, got %s", describe(v))
   end
   local b = copy(v)
+  local a = qemu.arches[arch]
   if b.kind == "linux" then
     b.cmdline = final_cmdline(v.cmdline, arch)
+    if b.firmware == nil then b.firmware = first_file(a and a.linux_firmware) end
+    if b.firmware == false then b.firmware = nil end
   elseif b.kind == "efi" and not b.firmware then
-    local a = qemu.arches[arch]
-    for _, file in ipairs(a and a.firmware or {}) do
-      local st = core.stat(file)
-      if st and st.type == "file" then
-        b.firmware = file
-        break
-      end
-    end
+    b.firmware = first_file(a and a.firmware)
   end
   return b
 end

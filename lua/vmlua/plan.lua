@@ -54,6 +54,12 @@ function plan.text(cfg)
     say("  boot      linux kernel %s", boot.kernel)
     if boot.initrd then say("                  initrd %s", boot.initrd) end
     say("                  cmdline %s", table.concat(boot.cmdline, " "))
+    if boot.firmware then
+      say("                  firmware %s", boot.firmware)
+    elseif cfg.arch == "aarch64" then
+      say("            note: no UEFI firmware, so no ACPI: the guest never sees the power button")
+      say("                  and vm:stop() forces it off after its timeout (Debian: qemu-efi-aarch64)")
+    end
   else
     say("  boot      efi firmware %s", boot.firmware or "(none found)")
     say("                vars %s", boot.vars or "(none: UEFI variables are not kept)")

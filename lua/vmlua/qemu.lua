@@ -39,6 +39,13 @@ qemu.arches = {
       "/usr/share/qemu/edk2-aarch64-code.fd",
     },
     firmware_package = "qemu-efi-aarch64",
+    -- Loaded with -bios under a Linux kernel, for ACPI (the power button).
+    linux_firmware = {
+      "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd",
+      "/opt/homebrew/share/qemu/edk2-aarch64-code.fd",
+      "/usr/local/share/qemu/edk2-aarch64-code.fd",
+      "/usr/share/qemu/edk2-aarch64-code.fd",
+    },
   },
 }
 
@@ -97,6 +104,7 @@ function qemu.command(cfg, paths)
 
   local boot = cfg.boot
   if boot and boot.kind == "linux" then
+    if boot.firmware then add("-bios", boot.firmware) end
     add("-kernel", boot.kernel)
     if boot.initrd then add("-initrd", boot.initrd) end
     add("-append", table.concat(boot.cmdline, " "))

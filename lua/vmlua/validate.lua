@@ -101,6 +101,10 @@ function validate.vm(cfg)
       p = file_problem(boot.initrd, "r", { nonempty = true })
       if p then err(boot.where, "boot.initrd", p) end
     end
+    if boot.firmware then
+      p = file_problem(boot.firmware, "r", { nonempty = true })
+      if p then err(boot.where, "boot.firmware", p) end
+    end
   elseif boot.kind == "efi" then
     if not boot.firmware then
       local pkg = a and a.firmware_package

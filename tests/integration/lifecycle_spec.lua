@@ -67,6 +67,18 @@ describe("a real guest", function()
     again:stop { timeout = 30 }
   end)
 
+  it("stops an aarch64 guest gracefully: UEFI gives it ACPI and the power button", function()
+    local vm, disk = guest.vm_with_disk("aarch64")
+    guest.boot(vm)
+    local _, status = vm:run("mount /dev/vda /mnt && echo arm-$((6*7)) > /mnt/note")
+    assert.are.equal(0, status)
+    assert.are.equal("graceful", vm:stop { timeout = 30 })
+    local again = guest.boot(guest.vm_with_disk("aarch64", { disk_path = disk }))
+    local out = again:run("mount /dev/vda /mnt && cat /mnt/note")
+    assert.are.equal("arm-42\n", out)
+    again:kill()
+  end)
+
   it("can wait for a state, and fails clearly when it can never come", function()
     local vm = guest.boot(guest.vm("x86_64"))
     vm:wait("running", { timeout = 1 })

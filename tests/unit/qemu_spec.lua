@@ -69,7 +69,7 @@ describe("qemu.command", function()
 
   it("boots an aarch64 guest on virt, emulated with -cpu cortex-a72", function()
     local cmd = qemu.command(vm {
-      name = "arm", arch = "aarch64", cpus = 4, memory = "512M", boot = linux(),
+      name = "arm", arch = "aarch64", cpus = 4, memory = "512M", boot = linux { firmware = "/fw/QEMU_EFI.fd" },
       net = { config.nat {}, config.nat { forward = { [2223] = 22 }, address = "0.0.0.0" } },
     }, paths)
     assert.equal(dir .. "/qemu-system-aarch64", cmd.file)
@@ -82,6 +82,7 @@ describe("qemu.command", function()
       "-smp", "4",
       "-m", "512",
       "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+      "-bios", "/fw/QEMU_EFI.fd",
       "-kernel", "/k/vmlinuz",
       "-initrd", "/k/initrd.img",
       "-append", "root=/dev/vda console=ttyAMA0 panic=-1",
@@ -93,6 +94,22 @@ describe("qemu.command", function()
       "-netdev", "user,id=net1,hostfwd=tcp:0.0.0.0:2223-:22",
       "-device", "virtio-net-pci,netdev=net1",
     }, cmd.args)
+  end)
+
+  it("gives an aarch64 kernel UEFI firmware when installed (for ACPI), unless told not to", function()
+    local installed = qemu.arches.aarch64.linux_firmware
+    local fake = helpers.write(dir .. "/QEMU_EFI.fd", "firmware")
+    qemu.arches.aarch64.linux_firmware = { dir .. "/missing.fd", fake }
+    local with = qemu.command(vm { name = "a", arch = "aarch64", boot = linux() }, paths).args
+    local without = qemu.command(vm { name = "b", arch = "aarch64", boot = linux { firmware = false } }, paths).args
+    local x86 = qemu.command(vm { name = "c", arch = "x86_64", boot = linux() }, paths).args
+    qemu.arches.aarch64.linux_firmware = installed
+    local function bios(args)
+      for i, a in ipairs(args) do if a == "-bios" then return args[i + 1] end end
+    end
+    assert.equal(fake, bios(with))
+    assert.is_nil(bios(without))
+    assert.is_nil(bios(x86))
   end)
 
   local function arg_after(args, opt)
