@@ -26,7 +26,7 @@ build = {
       sources = {
         "src/core.c", "src/loop.c", "src/handle.c", "src/host.c", "src/fs.c", "src/json.c",
         "src/timer.c", "src/process.c", "src/stream.c", "src/signal.c", "src/caller.c",
-        "src/terminal.c", "src/editline.c", "src/interrupt.c", "src/pty.c",
+        "src/terminal.c", "src/editline.c", "src/interrupt.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "uv", "jansson", "edit" },

@@ -15,6 +15,5 @@ int luaopen_vmlua_core(lua_State *L) {
   vmlua_open_terminal(L);
   vmlua_open_editline(L);
   vmlua_open_interrupt(L);
-  vmlua_open_pty(L);
   return 1;
 }

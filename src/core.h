@@ -21,7 +21,6 @@ void vmlua_open_caller(lua_State *L);
 void vmlua_open_terminal(lua_State *L);
 void vmlua_open_editline(lua_State *L);
 void vmlua_open_interrupt(lua_State *L);
-void vmlua_open_pty(lua_State *L);
 
 /* loop.c */
 uv_loop_t *vmlua_loop(void);

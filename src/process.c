@@ -1,14 +1,20 @@
 /* process.c: child processes started from an argv array, never a shell.
- * The child gets its own session (a Ctrl-C on the terminal reaches vmlua, not
- * the child) and, on Linux, is sent SIGTERM if vmlua dies, so no child is
- * ever orphaned. on_exit runs once the child is reaped and both its output
- * pipes are drained, so it always sees the child's last words. */
+ * The child gets its own session (a Ctrl-C on vmlua's terminal reaches
+ * vmlua, not the child) and, on Linux, is sent SIGTERM if vmlua dies, so no
+ * child is ever orphaned. Its output comes from two pipes or, with a pty,
+ * from a new pseudo-terminal: then the child sees a real terminal, as under a
+ * terminal emulator, and a Ctrl-C written to it reaches it as SIGINT. on_exit
+ * runs once the child is reaped and its output drained, so it always sees
+ * the child's last words. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 #ifdef __linux__
 #include <sys/prctl.h>
@@ -22,28 +28,43 @@ enum { ON_STDOUT, ON_STDERR, ON_EXIT };
 typedef struct process process;
 
 typedef struct {
-  uv_pipe_t uv;
-  process *owner;
-  int slot;
-} output_pipe;
+  uv_poll_t uv;
+  process *owner; /* NULL once closed */
+  int slot;       /* ON_STDOUT or ON_STDERR */
+  int fd;
+} output;
 
 struct process {
   vmlua_handle h; /* the SIGCHLD watcher */
   pid_t pid;
   int status;     /* wait status once reaped */
   int reaped;
-  output_pipe *out[2]; /* NULL once drained */
+  int master;     /* the pty's master, -1 without a pty or once closed */
+  output *out[2]; /* NULL once drained */
 };
 
 static process *check_process(lua_State *L) { return luaL_checkudata(L, 1, PROCESS); }
 
-static void free_pipe(uv_handle_t *uv) { free(uv); }
+static int push_error(lua_State *L, const char *message) {
+  lua_pushnil(L);
+  lua_pushstring(L, message);
+  return 2;
+}
 
-static void close_pipe(process *p, int i) {
-  if (p->out[i] == NULL) return;
-  p->out[i]->owner = NULL;
-  uv_close((uv_handle_t *)&p->out[i]->uv, free_pipe);
-  p->out[i] = NULL;
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+static void free_output(uv_handle_t *uv) { free(uv); }
+
+static void close_output(process *p, int slot) {
+  output *o = p->out[slot];
+  if (o == NULL) return;
+  o->owner = NULL;
+  uv_close((uv_handle_t *)&o->uv, free_output);
+  if (o->fd != p->master) close(o->fd); /* the master stays for write() until close() */
+  p->out[slot] = NULL;
 }
 
 static void finish_if_done(lua_State *L, process *p) {
@@ -61,26 +82,25 @@ static void finish_if_done(lua_State *L, process *p) {
   vmlua_protected_call(L, 2);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
-  buf->base = malloc(suggested);
-  buf->len = buf->base ? suggested : 0;
-}
-
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-  output_pipe *op = (output_pipe *)s;
-  process *p = op->owner;
+static void on_readable(uv_poll_t *uv, int status, int events) {
+  (void)events;
+  output *o = (output *)uv;
+  process *p = o->owner;
   lua_State *L = vmlua_loop_state();
-  if (p != NULL && L != NULL) {
-    if (n > 0 && vmlua_handle_push_callback(L, &p->h, op->slot)) {
-      lua_pushlstring(L, buf->base, (size_t)n);
+  if (p == NULL || L == NULL) return;
+  char buf[4096];
+  ssize_t n = status < 0 ? -1 : read(o->fd, buf, sizeof buf);
+  if (n < 0 && status >= 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n > 0) {
+    if (vmlua_handle_push_callback(L, &p->h, o->slot)) {
+      lua_pushlstring(L, buf, (size_t)n);
       vmlua_protected_call(L, 1);
-    } else if (n < 0) {
-      close_pipe(p, op->slot);
-      finish_if_done(L, p);
     }
+    return;
   }
-  free(buf->base);
+  /* 0 ends a pipe; EIO ends a pty, once every slave descriptor is closed */
+  close_output(p, o->slot);
+  finish_if_done(L, p);
 }
 
 static void on_sigchld(uv_signal_t *sig, int signum) {
@@ -93,22 +113,34 @@ static void on_sigchld(uv_signal_t *sig, int signum) {
   if (L != NULL) finish_if_done(L, p);
 }
 
-/* Runs in the child between fork and exec: only async-signal-safe calls. */
-static void exec_child(const char *file, char **argv, int out_fd, int err_fd, int report_fd,
-                       pid_t parent) {
+/* Runs in the child between fork and exec: only async-signal-safe calls.
+ * With a pty, tty names its slave, which becomes the controlling terminal
+ * and stdin, stdout and stderr; without, stdin is /dev/null. */
+static void exec_child(const char *file, char **argv, const char *tty, int out_fd, int err_fd,
+                       int report_fd, pid_t parent) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
-  signal(SIGPIPE, SIG_DFL);
-  setsid();
+  for (int s = 1; s < NSIG; s++) /* even those vmlua's own parent ignored */
+    if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
+  if (setsid() < 0) goto fail;
 #ifdef __linux__
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent) _exit(127);
 #else
   (void)parent;
 #endif
-  int null_fd = open("/dev/null", O_RDONLY);
-  if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
+  /* the first tty a session leader opens becomes its controlling terminal */
+  int in_fd = tty ? open(tty, O_RDWR) : open("/dev/null", O_RDONLY);
+  if (in_fd < 0) goto fail;
+  if (tty != NULL) {
+#ifdef TIOCSCTTY
+    ioctl(in_fd, TIOCSCTTY, 0);
+#endif
+    out_fd = err_fd = in_fd;
+  }
+  if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
+  if (in_fd > 2) close(in_fd);
 #ifdef __linux__
   close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
 #endif
@@ -122,26 +154,41 @@ fail: {
 }
 }
 
-static int open_output(lua_State *L, process *p, int slot, int fd) {
-  output_pipe *op = malloc(sizeof *op);
-  if (op == NULL) return luaL_error(L, "out of memory");
-  uv_pipe_init(vmlua_loop(), &op->uv, 0);
-  op->owner = p;
-  op->slot = slot;
-  p->out[slot] = op;
-  uv_pipe_open(&op->uv, fd);
-  uv_read_start((uv_stream_t *)&op->uv, on_alloc, on_read);
+/* Fills fd[slot] with {the end vmlua reads, the child's end}: two pipes, or,
+ * given a window size, a new pty: vmlua reads its master as stdout and the
+ * child opens its slave by the name left in tty. Returns 0, or -1 and errno. */
+static int open_outputs(int fd[2][2], const struct winsize *ws, char *tty, size_t len) {
+  if (ws == NULL) return pipe2(fd[0], O_CLOEXEC) || pipe2(fd[1], O_CLOEXEC) ? -1 : 0;
+  int m = fd[0][0] = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (m < 0 || grantpt(m) || unlockpt(m) || ptsname_r(m, tty, len) || ioctl(m, TIOCSWINSZ, ws))
+    return -1;
   return 0;
 }
 
-static int get_callback(lua_State *L, process *p, int slot, const char *name) {
+static int open_output(lua_State *L, process *p, int slot, int fd) {
+  output *o = malloc(sizeof *o);
+  if (o == NULL) {
+    if (fd != p->master) close(fd);
+    return luaL_error(L, "out of memory");
+  }
+  uv_poll_init(vmlua_loop(), &o->uv, fd); /* makes fd non-blocking */
+  o->owner = p;
+  o->slot = slot;
+  o->fd = fd;
+  p->out[slot] = o;
+  uv_poll_start(&o->uv, UV_READABLE | UV_DISCONNECT, on_readable);
+  return 0;
+}
+
+static void get_callback(lua_State *L, process *p, int slot, const char *name) {
   lua_getfield(L, 1, name);
   vmlua_handle_set_callback(L, &p->h, slot, -1);
   lua_pop(L, 1);
-  return 0;
 }
 
-/* core.spawn{ file=, args={argv0, ...}, on_stdout=, on_stderr=, on_exit=fn(code, signal) } */
+/* core.spawn{ file=, args={argv0, ...}, pty={rows=24, cols=80}, on_stdout=fn(data),
+ *             on_stderr=fn(data), on_exit=fn(code, signal) } -> process | nil, err
+ * With pty, everything the child prints comes through on_stdout. */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "file");
@@ -157,9 +204,20 @@ static int l_spawn(lua_State *L) {
     lua_pop(L, 1); /* the string stays alive in the args table */
   }
   argv[argc] = NULL;
+  struct winsize ws = {0};
+  int on_pty = lua_getfield(L, 1, "pty") != LUA_TNIL;
+  if (on_pty) {
+    if (!lua_istable(L, -1)) return luaL_error(L, "spawn: pty must be a table {rows=, cols=}");
+    lua_getfield(L, -1, "rows");
+    lua_getfield(L, -2, "cols");
+    ws.ws_row = (unsigned short)luaL_optinteger(L, -2, 24);
+    ws.ws_col = (unsigned short)luaL_optinteger(L, -1, 80);
+    lua_pop(L, 2);
+  }
 
   process *p = lua_newuserdatauv(L, sizeof *p, 0);
   memset(p, 0, sizeof *p);
+  p->master = -1;
   uv_signal_t *sig = malloc(sizeof *sig);
   if (sig == NULL) return luaL_error(L, "out of memory");
   uv_signal_init(vmlua_loop(), sig);
@@ -171,37 +229,38 @@ static int l_spawn(lua_State *L) {
   get_callback(L, p, ON_EXIT, "on_exit");
   uv_signal_start(sig, on_sigchld, SIGCHLD); /* before fork: no exit is missed */
 
-  int out[2], err[2], report[2];
-  if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(report, O_CLOEXEC)) {
-    vmlua_handle_close(L, &p->h);
-    return luaL_error(L, "cannot create pipes: %s", strerror(errno));
-  }
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid == 0) exec_child(file, argv, out[1], err[1], report[1], parent);
-  int fork_errno = errno;
-  close(out[1]);
-  close(err[1]);
-  close(report[1]);
-  int exec_errno = 0;
+  int fd[2][2] = {{-1, -1}, {-1, -1}}, report[2] = {-1, -1}; /* report: exec's errno */
+  char tty[128];
+  int err = 0;
+  pid_t parent = getpid(), pid = -1;
+  if (open_outputs(fd, on_pty ? &ws : NULL, tty, sizeof tty) || pipe2(report, O_CLOEXEC))
+    err = errno;
+  else if ((pid = fork()) == 0)
+    exec_child(file, argv, on_pty ? tty : NULL, fd[0][1], fd[1][1], report[1], parent);
+  else if (pid < 0)
+    err = errno;
+  close_fd(&fd[0][1]);
+  close_fd(&fd[1][1]);
+  close_fd(&report[1]);
   if (pid > 0) {
     ssize_t n;
-    while ((n = read(report[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR) {}
-    if (n <= 0) exec_errno = 0;
+    while ((n = read(report[0], &err, sizeof err)) < 0 && errno == EINTR) {}
+    if (n <= 0) err = 0;
   }
-  close(report[0]);
-  if (pid < 0 || exec_errno != 0) {
+  close_fd(&report[0]);
+  if (err != 0) {
     if (pid > 0) waitpid(pid, NULL, 0);
-    close(out[0]);
-    close(err[0]);
+    close_fd(&fd[0][0]);
+    close_fd(&fd[1][0]);
     vmlua_handle_close(L, &p->h);
     lua_pushnil(L);
-    lua_pushfstring(L, "cannot run %s: %s", file, strerror(pid < 0 ? fork_errno : exec_errno));
+    lua_pushfstring(L, "cannot run %s: %s", file, strerror(err));
     return 2;
   }
   p->pid = pid;
-  open_output(L, p, ON_STDOUT, out[0]);
-  open_output(L, p, ON_STDERR, err[0]);
+  if (on_pty) p->master = fd[0][0];
+  for (int slot = ON_STDOUT; slot <= ON_STDERR; slot++)
+    if (fd[slot][0] >= 0) open_output(L, p, slot, fd[slot][0]);
   vmlua_handle_anchor(L, &p->h, self);
   lua_pushvalue(L, self);
   return 1;
@@ -209,6 +268,28 @@ static int l_spawn(lua_State *L) {
 
 static int p_pid(lua_State *L) {
   lua_pushinteger(L, check_process(L)->pid);
+  return 1;
+}
+
+/* proc:write(data) -> true | nil, err: what a user types on the pty, written at once */
+static int p_write(lua_State *L) {
+  process *p = check_process(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  if (p->master < 0) return push_error(L, "the process has no pty to write to");
+  while (len > 0) {
+    ssize_t n = write(p->master, data, len);
+    if (n < 0 && errno == EAGAIN) {
+      struct pollfd pfd = {.fd = p->master, .events = POLLOUT};
+      if (poll(&pfd, 1, 5000) <= 0) return push_error(L, "write: the terminal takes no input");
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return push_error(L, strerror(errno));
+    data += n;
+    len -= (size_t)n;
+  }
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -223,16 +304,8 @@ static int p_kill(lua_State *L) {
   } else if (!lua_isnoneornil(L, 2)) {
     signum = (int)luaL_checkinteger(L, 2);
   }
-  if (p->reaped || p->pid <= 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "the process has exited");
-    return 2;
-  }
-  if (kill(p->pid, signum) != 0) {
-    lua_pushnil(L);
-    lua_pushstring(L, strerror(errno));
-    return 2;
-  }
+  if (p->reaped || p->pid <= 0) return push_error(L, "the process has exited");
+  if (kill(p->pid, signum) != 0) return push_error(L, strerror(errno));
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -250,8 +323,9 @@ static int p_close(lua_State *L) {
     kill(p->pid, SIGKILL);
     if (waitpid(p->pid, &p->status, 0) == p->pid) p->reaped = 1;
   }
-  close_pipe(p, 0);
-  close_pipe(p, 1);
+  close_output(p, ON_STDOUT);
+  close_output(p, ON_STDERR);
+  close_fd(&p->master);
   vmlua_handle_close(L, &p->h);
   return 0;
 }
@@ -268,8 +342,8 @@ static int p_tostring(lua_State *L) {
 }
 
 void vmlua_open_process(lua_State *L) {
-  static const luaL_Reg methods[] = {{"pid", p_pid},   {"kill", p_kill}, {"running", p_running},
-                                     {"close", p_close}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"pid", p_pid},         {"write", p_write}, {"kill", p_kill},
+                                     {"running", p_running}, {"close", p_close}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
       {"__gc", p_close}, {"__close", p_close}, {"__tostring", p_tostring}, {NULL, NULL}};
   vmlua_new_class(L, PROCESS, methods, meta);

@@ -1,4 +1,4 @@
--- Drives the vmlua executable through a real pseudo-terminal (core.pty_spawn),
+-- Drives the vmlua executable through a real pseudo-terminal (core.spawn with pty),
 -- as a user at a terminal would: what it prints is read on the spec's event
 -- loop, keys are written to it, Ctrl-C reaches it as SIGINT.
 local core = require "vmlua.core"
@@ -33,9 +33,9 @@ function pty.spawn(args, env)
   argv[#argv + 1] = pty.binary
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   local t = setmetatable({ raw = "", pos = 1 }, Term)
-  t.proc = assert(core.pty_spawn {
-    file = "/usr/bin/env", args = argv, rows = 24, cols = 100,
-    on_data = function(data)
+  t.proc = assert(core.spawn {
+    file = "/usr/bin/env", args = argv, pty = { rows = 24, cols = 100 },
+    on_stdout = function(data)
       t.raw = t.raw .. data
       if t.wake then t.wake() end
     end,
