@@ -24,7 +24,7 @@ function lib.spawn(spec)
     local waiters = lib.live[p]
     lib.live[p] = nil
     if on_exit then on_exit(code, signal) end
-    for _, wake in ipairs(waiters) do wake(true) end
+    for _, wake in ipairs(waiters or {}) do wake(true) end
   end
   local err
   p, err = core.spawn(spec)
@@ -33,7 +33,8 @@ function lib.spawn(spec)
   return p
 end
 
--- Runs argv to its end: seconds from spawn to exit, and the exit code.
+-- Runs argv to its end and returns the seconds from spawn to exit; raises
+-- if it fails.
 function lib.time_run(args, timeout)
   local t0, t1
   local code, signal = task.await(function(wake)
@@ -58,20 +59,34 @@ function lib.signal_pid(pid, signal, program)
   local cmd = f and f:read("a") or ""
   if f then f:close() end
   if not cmd:find(program, 1, true) then return false end
-  lib.time_run({ host.which("kill"), "-" .. signal, tostring(pid) })
-  return true
+  return (pcall(lib.time_run, { host.which("kill"), "-" .. signal, tostring(pid) }))
 end
 
--- Ends everything still running that the benchmark started.
+-- Ends everything the benchmark started and that still runs: QEMU under
+-- vmlua first (so vmlua sees its VM end and cleans up), then the children.
 function lib.cleanup()
-  for p in pairs(lib.live) do p:close() end -- SIGKILL and reap
   for pid, program in pairs(lib.pids) do lib.signal_pid(pid, "KILL", program) end
+  for p in pairs(lib.live) do p:kill("TERM") end
+  local deadline = core.now() + 5
+  for p in pairs(lib.live) do lib.wait_exit(p, math.max(0, deadline - core.now())) end
+  for p in pairs(lib.live) do p:close() end -- SIGKILL and reap
 end
 
 -- Runs fn; whatever happens, ends every process it started. Exits 1 on error.
 function lib.main(fn)
+  -- Ctrl-C or SIGTERM: kill every child at once and exit as a shell would
+  -- (a QEMU under a vmlua child gets SIGTERM from the kernel as vmlua dies).
+  local watchers = {}
+  for name, code in pairs { INT = 130, TERM = 143 } do
+    watchers[#watchers + 1] = core.signal(name, function()
+      for p in pairs(lib.live) do p:close() end
+      io.stderr:write("bench: interrupted by SIG", name, "\n")
+      os.exit(code)
+    end)
+  end
   local ok, err = xpcall(fn, debug.traceback)
   lib.cleanup()
+  for _, w in ipairs(watchers) do w:close() end
   if not ok then
     io.stderr:write("bench: ", tostring(err), "\n")
     os.exit(1)
@@ -96,11 +111,12 @@ local function read(path)
   return s
 end
 
--- VmRSS and VmHWM (peak) in KiB, and context switches (voluntary + not).
+-- VmRSS and VmHWM (peak) in KiB, threads, and the main thread's context
+-- switches (voluntary + not): each is a wake-up.
 function lib.status(pid)
   local s = assert(read("/proc/" .. pid .. "/status"), "no process " .. pid)
   local function field(name) return tonumber(s:match(name .. ":%s*(%d+)")) end
-  return { rss = field("VmRSS"), hwm = field("VmHWM"),
+  return { rss = field("VmRSS"), hwm = field("VmHWM"), threads = field("Threads"),
            switches = field("voluntary_ctxt_switches") + field("nonvoluntary_ctxt_switches") }
 end
 
