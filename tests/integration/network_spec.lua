@@ -1,0 +1,46 @@
+-- User-mode NAT on a real guest: a forwarded port reaches a server in the
+-- guest, and it listens on 127.0.0.1 only unless the definition says so.
+local guest = require "support.guest"
+
+-- The local addresses listening on TCP port `port` (from /proc/net/tcp).
+local function listeners(port)
+  local found = {}
+  for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+    local f = io.open(file)
+    if f then
+      for line in f:lines() do
+        local addr, p, state = line:match("^%s*%d+: (%x+):(%x+) %x+:%x+ (%x+)")
+        if addr and tonumber(p, 16) == port and state == "0A" then found[#found + 1] = addr end
+      end
+      f:close()
+    end
+  end
+  return found
+end
+
+-- An HTTP GET through bash's /dev/tcp; returns the body.
+local function fetch(port)
+  local p = assert(io.popen("timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port ..
+                            " && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' 2>&1"))
+  local response = p:read("a")
+  p:close()
+  return response:match("\r\n\r\n(.*)$") or response
+end
+
+describe("NAT", function()
+  after_each(guest.cleanup)
+
+  it("forwards a host port on 127.0.0.1 to a server in the guest", function()
+    local vmlua = require "vmlua"
+    local port = 20000 + math.random(0, 20000)
+    local vm = guest.vm("x86_64", { net = { vmlua.nat { forward = { [port] = 80 } } } })
+    guest.boot(vm)
+    local _, status = vm:run("mkdir -p /www && echo served-by-guest > /www/index.html && httpd -p 80 -h /www")
+    assert.are.equal(0, status)
+    assert.are.same({ "0100007F" }, listeners(port)) -- 127.0.0.1, and nothing else
+    assert.are.equal("served-by-guest\n", fetch(port))
+    local out = vm:run("ip -4 addr show eth0 | grep -o 'inet [0-9.]*'")
+    assert.are.equal("inet 10.0.2.15\n", out)
+    vm:kill()
+  end)
+end)
