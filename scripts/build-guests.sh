@@ -6,11 +6,10 @@
 # usage: scripts/build-guests.sh [x86_64] [aarch64]     (default: both)
 #
 # Output: $VMLUA_CACHE/guests/ARCH/{vmlinuz,initrd.img,data.ext4,stamp},
-# where VMLUA_CACHE defaults to ${XDG_CACHE_HOME:-~/.cache}/vmlua, and for
-# aarch64 also QEMU_EFI.fd: UEFI firmware (-bios) that gives the guest ACPI,
-# hence a power button for QMP system_powerdown, for about 1 s more boot.
-# The .deb files are kept in $VMLUA_CACHE/debs. Remove a guest's directory
-# to force a rebuild (e.g. to pick up a newer Debian kernel).
+# where VMLUA_CACHE defaults to ${XDG_CACHE_HOME:-~/.cache}/vmlua. The .deb
+# files are kept in $VMLUA_CACHE/debs. Remove a guest's directory to force a
+# rebuild (e.g. to pick up a newer Debian kernel). The UEFI firmware that
+# aarch64 guests boot through is the system's (Debian: qemu-efi-aarch64).
 set -euo pipefail
 
 case ${1-} in -h | --help) sed -n '2,/^set/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit ;; esac
@@ -40,7 +39,6 @@ stamp() {
 is_built() { # ARCH
 	local d=$guests/$1
 	[ -s "$d/vmlinuz" ] && [ -s "$d/initrd.img" ] && [ -s "$d/data.ext4" ] &&
-		{ [ "$1" != aarch64 ] || [ -s "$d/QEMU_EFI.fd" ]; } &&
 		[ "$(cat "$d/stamp" 2>/dev/null)" = "$want" ]
 }
 
@@ -161,10 +159,6 @@ build() { # ARCH
 	dpkg-deb -x "$(fetch busybox-static "$debarch")" "$tmp/pkg"
 	kver=$(basename "$(echo "$tmp"/pkg/lib/modules/*)")
 	cp "$tmp/pkg/boot/vmlinuz-$kver" "$tmp/out/vmlinuz"
-	if [ "$arch" = aarch64 ]; then
-		dpkg-deb -x "$(fetch qemu-efi-aarch64 all)" "$tmp/pkg"
-		cp "$tmp/pkg/usr/share/qemu-efi-aarch64/QEMU_EFI.fd" "$tmp/out/"
-	fi
 
 	# The package has no modules.dep (its postinst runs depmod).
 	moddir=$tmp/pkg/lib/modules/$kver
