@@ -16,6 +16,7 @@ function console.new(opts)
   if opts.log then
     self.log = assert(io.open(opts.log, "ab"))
     self.log:setvbuf("no")
+    core.chmod(opts.log, tonumber("600", 8)) -- a console can show secrets
   end
   return self
 end
