@@ -35,7 +35,8 @@ describe("vmlua FILE", function()
 
   it("exits 1 naming the VM, the wait and the console when the script fails", function()
     local dir = guest.tmpdir()
-    local h = cli.spawn { script(dir, PRINT_PID .. 'vm:expect("no such text", { timeout = 1 })\n') }
+    local failing = 'vm:expect("vmlua# ") vm:expect("no such text", { timeout = 1 })\n'
+    local h = cli.spawn { script(dir, PRINT_PID .. failing) }
     local pid = qemu_pid(h)
     local code, _, err = h.wait(120)
     assert.are.equal(1, code)

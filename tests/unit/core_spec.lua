@@ -41,10 +41,11 @@ describe("vmlua.core", function()
       ticks = ticks + 1
       if ticks == 3 then every:stop() end
     end)
-    task.sleep(0.05)
+    wait_for(function() return #fired == 2 and ticks == 3 end)
     assert.are.same({ "early", "late" }, fired)
-    assert.are.equal(3, ticks)
     assert.is_false(every:active())
+    task.sleep(0.02)
+    assert.are.equal(3, ticks)
   end)
 
   it("passes arguments to a child as data, never through a shell", function()

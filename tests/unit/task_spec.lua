@@ -59,7 +59,12 @@ describe("vmlua.task", function()
       n = n + 1
       if n == 2 then every:stop() end
     end)
-    task.sleep(0.05)
+    local poll
+    task.await(function(wake)
+      poll = core.timer(0, 0.005, function() if #log == 1 and n == 2 then wake() end end)
+    end, 5)
+    poll:stop()
+    task.sleep(0.02)
     assert.are.same({ "after" }, log)
     assert.are.equal(2, n)
   end)
