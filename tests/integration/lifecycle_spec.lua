@@ -24,6 +24,9 @@ describe("a real guest", function()
     local seen, named = {}, {}
     vm:on("state", function(new, old) seen[#seen + 1] = old .. ">" .. new end)
     vm:on("paused", function(v) named[#named + 1] = v.state end)
+    local events = {}
+    local watched = { STOP = true, RESUME = true, POWERDOWN = true, SHUTDOWN = true }
+    vm:on("qmp", function(name) if watched[name] then events[#events + 1] = name end end)
     assert.is_true(vm:can_start())
     assert.is_false(vm:can_pause())
     guest.boot(vm)
@@ -40,6 +43,7 @@ describe("a real guest", function()
                       "paused>resuming", "resuming>running", "running>stopping", "stopping>stopped" },
                     seen)
     assert.are.same({ "paused" }, named)
+    assert.are.same({ "STOP", "RESUME", "POWERDOWN", "SHUTDOWN" }, events)
     assert.is_false(core.alive(pid))
     assert.is_nil(core.stat(vm.paths.dir))
   end)
