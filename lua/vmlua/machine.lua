@@ -148,29 +148,6 @@ function VM:wait(state, opts)
   return self
 end
 
-local function claim_runtime_dir(paths)
-  local made, why = core.mkdir_private(runtime.root())
-  if not made then return nil, "cannot make the runtime directory " .. why end
-  local f = io.open(paths.pid)
-  if f then
-    local pid = tonumber(f:read("l"))
-    f:close()
-    if pid and core.alive(pid) then
-      return nil, string.format("already running (QEMU pid %d, runtime directory %s)", pid, paths.dir)
-    end
-  end
-  local ok, err = core.mkdir_private(paths.dir)
-  if not ok then return nil, err end
-  for _, file in ipairs { paths.qmp, paths.console, paths.pid, paths.log } do os.remove(file) end
-  return true
-end
-
-function VM:_remove_runtime_dir()
-  local paths = self.paths
-  for _, file in ipairs { paths.qmp, paths.console, paths.pid, paths.log } do os.remove(file) end
-  os.remove(paths.dir)
-end
-
 -- Starts QEMU and returns when the guest runs; raises with the reason if not.
 function VM:start()
   if machine.dry_run then return self end
@@ -179,7 +156,7 @@ function VM:start()
   if not ok then errors.raise(err) end
   local cfg = self.config
   self.paths = runtime.paths(cfg.name)
-  ok, err = claim_runtime_dir(self.paths)
+  ok, err = runtime.claim(self.paths)
   if not ok then errors.raise(string.format("vm %s: cannot start: %s", self.name, err), 2) end
   self.reason, self.stderr, self.stop_requested, self.panicked = nil, "", false, false
   self.shutdown, self.qmp_lost, self.exit_status = nil, false, nil
@@ -229,9 +206,7 @@ function VM:_launch()
   }
   if not self.process then return nil, err end
   machine.live[self] = true
-  local pidfile = assert(io.open(paths.pid, "w"))
-  pidfile:write(self.process:pid(), "\n")
-  pidfile:close()
+  runtime.write_pid(paths, self.process:pid())
 
   -- QEMU connects to both sockets while it starts, before the guest runs.
   local ok = task.await(function(wake)
@@ -367,7 +342,7 @@ function VM:_finish(state, reason)
   if self.qmp then self.qmp:close() end
   if self.serial then self.serial:close() end
   if self.process then self.process:close() end
-  if self.paths then self:_remove_runtime_dir() end
+  if self.paths then runtime.remove(self.paths) end
   self:_set_state(state, reason)
 end
 

@@ -1,6 +1,6 @@
--- Where a running VM keeps its private files: one directory per VM name,
--- mode 0700, under $XDG_RUNTIME_DIR/vmlua or /tmp/vmlua-UID. Removed when
--- the VM ends.
+-- Where a running VM keeps its private files (QMP and console sockets, pid,
+-- console log): one directory per VM name, mode 0700, under
+-- $XDG_RUNTIME_DIR/vmlua or /tmp/vmlua-UID. Removed when the VM ends.
 local core = require "vmlua.core"
 
 local runtime = {}
@@ -23,6 +23,42 @@ function runtime.paths(name)
     log = dir .. "/console.log",
     pid = dir .. "/pid",
   }
+end
+
+local function files(paths)
+  return { paths.qmp, paths.console, paths.pid, paths.log }
+end
+
+-- Makes the directory for a VM about to start, unless a live QEMU holds it
+-- (its pid file); what a dead one left behind is removed.
+function runtime.claim(paths)
+  local made, why = core.mkdir_private(runtime.root())
+  if not made then return nil, "cannot make the runtime directory " .. why end
+  local f = io.open(paths.pid)
+  if f then
+    local pid = tonumber(f:read("l"))
+    f:close()
+    if pid and core.alive(pid) then
+      return nil, string.format("already running (QEMU pid %d, runtime directory %s)", pid, paths.dir)
+    end
+  end
+  local ok, err = core.mkdir_private(paths.dir)
+  if not ok then return nil, err end
+  for _, file in ipairs(files(paths)) do os.remove(file) end
+  return true
+end
+
+-- Records QEMU's pid in the claimed directory.
+function runtime.write_pid(paths, pid)
+  local f = assert(io.open(paths.pid, "w"))
+  f:write(pid, "\n")
+  f:close()
+end
+
+-- Removes the directory of a VM that has ended.
+function runtime.remove(paths)
+  for _, file in ipairs(files(paths)) do os.remove(file) end
+  os.remove(paths.dir)
 end
 
 return runtime
