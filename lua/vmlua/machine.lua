@@ -159,7 +159,7 @@ function VM:start()
   ok, err = runtime.claim(self.paths)
   if not ok then errors.raise(string.format("vm %s: cannot start: %s", self.name, err), 2) end
   self.reason, self.stderr, self.stop_requested, self.panicked = nil, "", false, false
-  self.shutdown, self.qmp_lost, self.exit_status = nil, false, nil
+  self.shutdown, self.qmp_lost, self.exit_status, self.forced = nil, false, nil, nil
   self:_set_state("starting")
   local _, warning = host.accel_for(cfg.arch)
   if warning and not warned[warning] then
@@ -318,7 +318,8 @@ end
 function VM:_end_reason()
   local code, signal = self.exit_status[1], self.exit_status[2]
   local tail = self.serial and self.serial.tail or ""
-  if self.panicked or tail:find("Kernel panic") then
+  local reset = self.shutdown and self.shutdown.reason == "guest-reset"
+  if self.panicked or (reset and tail:find("Kernel panic", 1, true)) then
     return "error", "the guest kernel panicked"
   elseif self.qmp_lost then
     return "error", "the QMP connection closed: " .. self.qmp_lost
