@@ -380,8 +380,10 @@ end
 function VM:kill()
   if machine.dry_run or ENDED[self.state] then return self end
   self.stop_requested, self.forced = true, true
-  if self.process then self.process:kill("KILL") end
-  wait_ended(self)
+  if self.process then -- none yet only while start() sets up
+    self.process:kill("KILL")
+    wait_ended(self)
+  end
   return self
 end
 
