@@ -160,6 +160,7 @@ function VM:start()
   if not ok then errors.raise(string.format("vm %s: cannot start: %s", self.name, err), 2) end
   self.reason, self.stderr, self.stop_requested, self.panicked = nil, "", false, false
   self.shutdown, self.qmp_lost, self.exit_status, self.forced = nil, false, nil, nil
+  self.process, self.qmp, self.serial = nil, nil, nil
   self:_set_state("starting")
   local _, warning = host.accel_for(cfg.arch)
   if warning and not warned[warning] then

@@ -57,6 +57,12 @@ describe("a real guest", function()
     assert.error_matches(function() vm:start() end, "vm " .. vm.name .. ": cannot start: it is running", 1, true)
     assert.error_matches(function() vm:resume() end, "vm " .. vm.name .. ": cannot resume: it is running", 1, true)
     vm:kill()
+    assert.are.equal("forced off by vmlua", vm.reason)
+    guest.boot(vm) -- the same VM starts again, afresh
+    assert.are.equal("running", vm.state)
+    assert.is_nil(vm.reason)
+    assert.are.equal("graceful", vm:stop { timeout = 30 })
+    assert.are.equal("stopped by vmlua", vm.reason)
   end)
 
   -- aarch64 stops gracefully too: its UEFI firmware gives it ACPI, and so
