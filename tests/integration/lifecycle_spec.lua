@@ -83,6 +83,21 @@ describe("a real guest", function()
     end)
   end
 
+  it("forces off a guest that ignores the power button, and says so", function()
+    local machine = require "vmlua.machine"
+    local vm = guest.boot(guest.vm("x86_64"))
+    local _, status = vm:run("killall acpid") -- nothing in the guest hears the button now
+    assert.are.equal(0, status)
+    local notices, notice = {}, machine.notice
+    machine.notice = function(message) notices[#notices + 1] = message end
+    local how = vm:stop { timeout = 2 }
+    machine.notice = notice
+    assert.are.equal("forced", how)
+    assert.are.equal("stopped", vm.state)
+    assert.are.equal("forced off by vmlua", vm.reason)
+    assert.are.same({ "vm " .. vm.name .. ": the guest did not power off within 2 s; forcing it off" }, notices)
+  end)
+
   it("can wait for a state, and fails clearly when it can never come", function()
     local vm = guest.boot(guest.vm("x86_64"))
     vm:wait("running", { timeout = 1 })
