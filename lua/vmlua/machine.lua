@@ -137,8 +137,7 @@ end
 function VM:wait(state, opts)
   if machine.dry_run then return self end
   local timeout = opts and opts.timeout
-  local ok = self:_wait_until(function(s) return s == state or (ENDED[s] and not ENDED[state]) end,
-                              timeout)
+  local ok = self:_wait_until(function(s) return s == state or ENDED[s] end, timeout)
   if not ok then
     errors.raise(self:_failure(string.format("timed out after %g s waiting for state %s (it is %s)",
                                       timeout, state, self.state)), 2)
