@@ -98,14 +98,6 @@ static int l_cwd(lua_State *L) {
   return 1;
 }
 
-static int l_exepath(lua_State *L) {
-  char buf[PATH_MAX];
-  size_t len = sizeof buf;
-  if (uv_exepath(buf, &len) != 0) return 0;
-  lua_pushlstring(L, buf, len);
-  return 1;
-}
-
 static int l_getpid(lua_State *L) {
   lua_pushinteger(L, getpid());
   return 1;
@@ -132,7 +124,7 @@ void vmlua_open_fs(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"stat", l_stat},       {"can_open", l_can_open}, {"executable", l_executable},
       {"mkdir_private", l_mkdir_private}, {"chmod", l_chmod}, {"realpath", l_realpath},
-      {"cwd", l_cwd},         {"exepath", l_exepath},   {"getpid", l_getpid},
+      {"cwd", l_cwd},         {"getpid", l_getpid},
       {"getuid", l_getuid},   {"alive", l_alive},       {"isatty", l_isatty},
       {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
