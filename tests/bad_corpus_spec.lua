@@ -8,7 +8,7 @@
 --
 -- VMLUA_BIN runs another build (e.g. one with ASan); VMLUA_WRAP is put
 -- before the command (e.g. "valgrind -q --error-exitcode=99").
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 
 local BIN = os.getenv("VMLUA_BIN") or "build/bin/vmlua"
 local WRAP = os.getenv("VMLUA_WRAP") or ""

@@ -2,7 +2,7 @@
 -- types, Ctrl-C and Ctrl-D included, and what the terminal shows.
 local core = require "vmlua.core"
 local guest = require "support.guest"
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 local pty = require "support.pty"
 
 local K = pty.keys

@@ -1,5 +1,5 @@
 -- The executable as a Lua interpreter: options, `arg`, exit status, errors.
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 
 local BIN = os.getenv("VMLUA_BIN") or "build/bin/vmlua"
 

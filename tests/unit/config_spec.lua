@@ -1,7 +1,7 @@
 local core = require "vmlua.core"
 local config = require "vmlua.config"
 local host = require "vmlua.host"
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 
 -- Every definition below is a file DIR/def.lua; its first line is line 1.
 local HEAD = 'local vmlua = require "vmlua"\n'

@@ -2,7 +2,7 @@
 -- private directories, and errors in callbacks.
 local core = require "vmlua.core"
 local task = require "vmlua.task"
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 
 -- Runs the loop until pred() holds (checked every 10 ms), at most 5 s.
 local function wait_for(pred)

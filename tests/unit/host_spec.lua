@@ -1,6 +1,6 @@
 local core = require "vmlua.core"
 local host = require "vmlua.host"
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 
 describe("host", function()
   local dir

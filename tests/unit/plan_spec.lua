@@ -4,7 +4,7 @@ local host = require "vmlua.host"
 local plan = require "vmlua.plan"
 local qemu = require "vmlua.qemu"
 local runtime = require "vmlua.runtime"
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 
 describe("plan", function()
   local dir, accel_for

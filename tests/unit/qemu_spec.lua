@@ -2,7 +2,7 @@ local core = require "vmlua.core"
 local config = require "vmlua.config"
 local host = require "vmlua.host"
 local qemu = require "vmlua.qemu"
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 
 describe("qemu.command", function()
   local dir, accel_for, accel

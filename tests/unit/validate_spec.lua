@@ -2,7 +2,7 @@ local core = require "vmlua.core"
 local host = require "vmlua.host"
 local size = require "vmlua.size"
 local validate = require "vmlua.validate"
-local helpers = require "helpers"
+local helpers = require "support.helpers"
 
 local HEAD = 'local vmlua = require "vmlua"\n'
 -- root opens files whatever their mode: those specs are pending as root
