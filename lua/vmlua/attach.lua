@@ -37,10 +37,10 @@ local function attached(vm, con)
     end)
     if not reader then return finish(err) end
     local function watch()
-      vm.waiters[#vm.waiters + 1] = function()
+      vm.changed.once(function()
         if done then return end
         if ENDED[vm.state] then finish("ended") else watch() end
-      end
+      end)
     end
     watch()
     return function() done = true end

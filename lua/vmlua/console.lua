@@ -12,7 +12,8 @@ local PENDING_BYTES = 1024 * 1024 -- unmatched output kept for expect()
 
 -- opts: log (path), stdio (boolean)
 function console.new(opts)
-  local self = setmetatable({ tail = "", pending = "", waiters = {}, stdio = opts.stdio }, Console)
+  local self = setmetatable({ tail = "", pending = "", changed = task.condition(), stdio = opts.stdio },
+                            Console)
   if opts.log then
     self.log = assert(io.open(opts.log, "ab"))
     self.log:setvbuf("no")
@@ -34,20 +35,14 @@ function Console:_output(data)
   elseif self.stdio then io.stdout:write(data) io.stdout:flush() end
   self.tail = (self.tail .. data):sub(-TAIL_BYTES)
   self.pending = (self.pending .. data):sub(-PENDING_BYTES)
-  self:_notify()
-end
-
-function Console:_notify()
-  local waiters = self.waiters
-  self.waiters = {}
-  for _, wake in ipairs(waiters) do wake() end
+  self.changed.notify()
 end
 
 function Console:_ended()
   if self.ended then return end
   self.ended = true
   if self.stream then self.stream:close() end
-  self:_notify()
+  self.changed.notify()
   if self.on_end then self.on_end() end
 end
 
@@ -70,23 +65,16 @@ end
 -- of the match and returns the match (or its captures).
 -- Returns nil, "timeout" | "ended" when it cannot match.
 function Console:expect(pattern, timeout)
-  local deadline = timeout and core.now() + timeout
-  while true do
-    local text = self.pending
-    local found = table.pack(text:find(pattern))
-    if found[1] then
-      self.pending = text:sub(found[2] + 1)
-      if found.n > 2 then return table.unpack(found, 3, found.n) end
-      return text:sub(found[1], found[2])
-    end
-    if self.ended then return nil, "ended" end
-    local left = deadline and deadline - core.now()
-    if left and left <= 0 then return nil, "timeout" end
-    local ok, err = task.await(function(wake)
-      self.waiters[#self.waiters + 1] = wake
-    end, left)
-    if ok == nil and err == "timeout" then return nil, "timeout" end
-  end
+  local found
+  local ok = self.changed.wait(function()
+    found = table.pack(self.pending:find(pattern))
+    return found[1] ~= nil or self.ended
+  end, timeout)
+  if not found[1] then return nil, ok and "ended" or "timeout" end
+  local text = self.pending
+  self.pending = text:sub(found[2] + 1)
+  if found.n > 2 then return table.unpack(found, 3, found.n) end
+  return text:sub(found[1], found[2])
 end
 
 function Console:send(text)

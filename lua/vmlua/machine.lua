@@ -50,7 +50,7 @@ end
 machine.new = fields.entry(function(where, spec)
   local cfg = config.vm(spec, where)
   local vm = setmetatable({ config = cfg, name = cfg.name, state = "stopped",
-                            handlers = {}, waiters = {}, runs = 0 }, VM)
+                            handlers = {}, changed = task.condition(), runs = 0 }, VM)
   machine.defined[#machine.defined + 1] = vm
   return vm
 end)
@@ -100,9 +100,7 @@ function VM:_set_state(new, reason)
   if reason then self.reason = reason end
   if new == old then return end
   self.state = new
-  local waiters = self.waiters
-  self.waiters = {}
-  for _, wake in ipairs(waiters) do wake() end
+  self.changed.notify()
   self:_emit("state", new, old)
   self:_emit(new, self)
 end
@@ -122,15 +120,7 @@ end
 
 -- Waits until pred(state) holds; nil, "timeout" otherwise.
 function VM:_wait_until(pred, timeout)
-  local core_now = core.now
-  local deadline = timeout and core_now() + timeout
-  while not pred(self.state) do
-    local left = deadline and deadline - core_now()
-    if left and left <= 0 then return nil, "timeout" end
-    local _, err = task.await(function(wake) self.waiters[#self.waiters + 1] = wake end, left)
-    if err == "timeout" then return nil, "timeout" end
-  end
-  return true
+  return self.changed.wait(function() return pred(self.state) end, timeout)
 end
 
 -- vm:wait(state, {timeout=}): waits for a state; raises if it cannot come.

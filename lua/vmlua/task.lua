@@ -93,6 +93,33 @@ function task.sleep(seconds)
   end)
 end
 
+-- A condition: tasks wait on it until a predicate holds; notify() wakes
+-- them all to check again. once(fn) calls fn at the next notify().
+function task.condition()
+  local waiters = {}
+  local c = {}
+  function c.notify()
+    local now = waiters
+    waiters = {}
+    for _, fn in ipairs(now) do fn() end
+  end
+  function c.once(fn)
+    waiters[#waiters + 1] = fn
+  end
+  -- Waits until pred() holds: true, or nil, "timeout" after `timeout` seconds.
+  function c.wait(pred, timeout)
+    local deadline = timeout and core.now() + timeout
+    while not pred() do
+      local left = deadline and deadline - core.now()
+      if left and left <= 0 then return nil, "timeout" end
+      local _, err = task.await(c.once, left)
+      if err == "timeout" then return nil, "timeout" end
+    end
+    return true
+  end
+  return c
+end
+
 -- Runs fn as a task after `seconds`; returns the timer (timer:stop()).
 function task.after(seconds, fn)
   return core.timer(seconds, 0, function() task.spawn(fn) end)

@@ -9,7 +9,7 @@ cli.binary = core.realpath(os.getenv("VMLUA_BIN") or "build/bin/vmlua")
 
 -- Starts `vmlua args...`; returns a handle with out, err, and wait().
 function cli.spawn(args, env_path)
-  local h = { out = "", err = "" }
+  local h = { out = "", err = "", changed = task.condition() }
   local argv = { "vmlua" }
   for _, a in ipairs(args) do argv[#argv + 1] = a end
   local file = cli.binary
@@ -21,18 +21,14 @@ function cli.spawn(args, env_path)
   end
   h.process = assert(core.spawn {
     file = file, args = argv,
-    on_stdout = function(d) h.out = h.out .. d; if h.notify then h.notify() end end,
-    on_stderr = function(d) h.err = h.err .. d; if h.notify then h.notify() end end,
-    on_exit = function(code, signal) h.code, h.signal = code, signal; if h.notify then h.notify() end end,
+    on_stdout = function(d) h.out = h.out .. d; h.changed.notify() end,
+    on_stderr = function(d) h.err = h.err .. d; h.changed.notify() end,
+    on_exit = function(code, signal) h.code, h.signal = code, signal; h.changed.notify() end,
   })
   -- Waits until pred(h) holds, at most timeout seconds.
   function h.until_(pred, timeout)
-    local deadline = core.now() + (timeout or 120)
-    while not pred(h) do
-      local left = deadline - core.now()
-      if left <= 0 then error("timed out; stdout:\n" .. h.out .. "\nstderr:\n" .. h.err, 2) end
-      task.await(function(wake) h.notify = wake end, left)
-      h.notify = nil
+    if not h.changed.wait(function() return pred(h) end, timeout or 120) then
+      error("timed out; stdout:\n" .. h.out .. "\nstderr:\n" .. h.err, 2)
     end
   end
   function h.wait(timeout)

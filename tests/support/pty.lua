@@ -32,16 +32,16 @@ function pty.spawn(args, env)
   for _, e in ipairs(env or {}) do argv[#argv + 1] = e end
   argv[#argv + 1] = pty.binary
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  local t = setmetatable({ raw = "", pos = 1 }, Term)
+  local t = setmetatable({ raw = "", pos = 1, changed = task.condition() }, Term)
   t.proc = assert(core.spawn {
     file = "/usr/bin/env", args = argv, pty = { rows = 24, cols = 100 },
     on_stdout = function(data)
       t.raw = t.raw .. data
-      if t.wake then t.wake() end
+      t.changed.notify()
     end,
     on_exit = function(code, signal)
       t.exited, t.code, t.signal = true, code, signal
-      if t.wake then t.wake() end
+      t.changed.notify()
     end,
   })
   return t
@@ -56,33 +56,24 @@ function Term:rest()
   return self:text():sub(self.pos)
 end
 
-local function wait(self, left)
-  task.await(function(wake) self.wake = wake end, left)
-  self.wake = nil
-end
-
 -- Waits until `text` (plain text) shows after the last match; returns the
 -- whole output up to it. Fails with what was printed, on timeout or exit.
 function Term:expect(text, timeout)
-  local deadline = core.now() + (timeout or 15)
-  while true do
-    local s = self:text()
-    local i, j = s:find(text, self.pos, true)
-    if i then
-      self.pos = j + 1
-      return s:sub(1, j)
-    end
-    if self.exited then
-      error(string.format("vmlua exited (%s) before printing %q; after the last match it printed:\n%s",
-                          tostring(self.code or self.signal), text, s:sub(self.pos)), 2)
-    end
-    local left = deadline - core.now()
-    if left <= 0 then
-      error(string.format("timed out waiting for %q; after the last match vmlua printed:\n%s",
-                          text, s:sub(self.pos)), 2)
-    end
-    wait(self, left)
+  local i, j
+  self.changed.wait(function()
+    i, j = self:text():find(text, self.pos, true)
+    return i or self.exited
+  end, timeout or 15)
+  local s = self:text()
+  if i then
+    self.pos = j + 1
+    return s:sub(1, j)
+  elseif self.exited then
+    error(string.format("vmlua exited (%s) before printing %q; after the last match it printed:\n%s",
+                        tostring(self.code or self.signal), text, s:sub(self.pos)), 2)
   end
+  error(string.format("timed out waiting for %q; after the last match vmlua printed:\n%s",
+                      text, s:sub(self.pos)), 2)
 end
 
 function Term:send(keys)
@@ -97,11 +88,8 @@ end
 
 -- Waits for the process to end; returns its exit code (or nil, signal).
 function Term:wait_exit(timeout)
-  local deadline = core.now() + (timeout or 15)
-  while not self.exited do
-    local left = deadline - core.now()
-    if left <= 0 then error("vmlua did not exit; it printed:\n" .. self:rest(), 2) end
-    wait(self, left)
+  if not self.changed.wait(function() return self.exited end, timeout or 15) then
+    error("vmlua did not exit; it printed:\n" .. self:rest(), 2)
   end
   return self.code, self.signal
 end

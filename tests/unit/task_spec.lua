@@ -38,6 +38,17 @@ describe("vmlua.task", function()
     assert.are.equal("now", task.await(function(wake) wake("now") end))
   end)
 
+  it("waits on a condition until its predicate holds, or times out", function()
+    local c, n = task.condition(), 0
+    local ticker = core.timer(0.005, 0.005, function() n = n + 1; c.notify() end)
+    assert.is_true(c.wait(function() return n >= 3 end, 5))
+    ticker:stop()
+    assert.are.equal(3, n)
+    local ok, err = c.wait(function() return false end, 0.01)
+    assert.is_nil(ok)
+    assert.are.equal("timeout", err)
+  end)
+
   it("refuses to wait inside a loop callback that is not a task", function()
     local err
     core.timer(0, 0, function()
