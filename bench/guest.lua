@@ -4,12 +4,7 @@ local guest = {}
 
 -- Where the guest files of `arch` are.
 function guest.dir(arch)
-  local function env(name)
-    local v = os.getenv(name)
-    if v ~= nil and v ~= "" then return v end
-  end
-  local cache = env("VMLUA_CACHE") or ((env("XDG_CACHE_HOME") or env("HOME") .. "/.cache") .. "/vmlua")
-  return cache .. "/guests/" .. arch .. "/"
+  return require("vmlua.runtime").cache() .. "/guests/" .. arch .. "/"
 end
 
 -- The vmlua.vm spec of the benchmark VM for `arch`.

@@ -13,6 +13,16 @@ function runtime.root()
   return "/tmp/vmlua-" .. core.getuid()
 end
 
+-- vmlua's cache ($VMLUA_CACHE, or $XDG_CACHE_HOME/vmlua, or ~/.cache/vmlua):
+-- the guests scripts/build-guests.sh builds live in its guests/ARCH/.
+function runtime.cache()
+  local function env(name)
+    local v = os.getenv(name)
+    if v ~= nil and v ~= "" then return v end
+  end
+  return env("VMLUA_CACHE") or ((env("XDG_CACHE_HOME") or (env("HOME") or "") .. "/.cache") .. "/vmlua")
+end
+
 -- The paths a VM named `name` uses; nothing is created.
 function runtime.paths(name)
   local dir = runtime.root() .. "/" .. name

@@ -5,17 +5,8 @@ local machine = require "vmlua.machine"
 
 local guest = {}
 
-function guest.cache()
-  local cache = os.getenv("VMLUA_CACHE")
-  if not cache or cache == "" then
-    local xdg = os.getenv("XDG_CACHE_HOME")
-    cache = ((xdg and xdg ~= "") and xdg or os.getenv("HOME") .. "/.cache") .. "/vmlua"
-  end
-  return cache .. "/guests"
-end
-
 function guest.files(arch)
-  local dir = guest.cache() .. "/" .. arch
+  local dir = require("vmlua.runtime").cache() .. "/guests/" .. arch
   for _, f in ipairs { "vmlinuz", "initrd.img", "data.ext4" } do
     assert(core.stat(dir .. "/" .. f), "no guest " .. dir .. "/" .. f .. ": run scripts/build-guests.sh")
   end
