@@ -144,9 +144,7 @@ local function wrap_exit()
   os.exit = function(code, close) -- luacheck: ignore 122
     if next(machine.live) ~= nil then
       if task.current() then
-        for vm in pairs(machine.live) do
-          if vm:can_stop() then vm:stop() else vm:kill() end
-        end
+        machine.stop_all(false)
       else
         for vm in pairs(machine.live) do vm.process:close() end
       end

@@ -470,6 +470,16 @@ function VM:qmp_command(command, arguments)
   return result
 end
 
+-- Ends a VM that may be in any state: a graceful stop when it can stop, or
+-- at once (force, or a VM still starting). Returns "graceful" or "forced".
+function machine.stop(vm, force, timeout)
+  if force or not vm:can_stop() then
+    vm:kill()
+    return "forced"
+  end
+  return vm:stop { timeout = timeout }
+end
+
 -- Stops every live VM, gracefully or (force) at once; inside a task it
 -- returns when all have ended.
 function machine.stop_all(force, timeout)
@@ -477,7 +487,7 @@ function machine.stop_all(force, timeout)
   for vm in pairs(machine.live) do
     left = left + 1
     task.spawn(function()
-      if force or not vm:can_stop() then pcall(vm.kill, vm) else pcall(vm.stop, vm, { timeout = timeout }) end
+      pcall(machine.stop, vm, force, timeout)
       left = left - 1
       if left == 0 and done then done() end
     end)

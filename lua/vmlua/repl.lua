@@ -290,10 +290,7 @@ local function stop_vms(session)
   for _, vm in ipairs(vms) do
     say("stopping ", tostring(vm), " (Ctrl-C forces it off)")
     task.spawn(function()
-      local ok, how = pcall(function()
-        if session.force or not vm:can_stop() then vm:kill() return "forced" end
-        return vm:stop()
-      end)
+      local ok, how = pcall(machine.stop, vm, session.force)
       outcome[vm] = ok and ("vm " .. vm.name .. (how == "forced" and " forced off" or " stopped"))
         or error_text(how)
     end)
