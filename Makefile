@@ -7,7 +7,7 @@ ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-con
 LDLIBS := $(shell pkg-config --libs $(PKGS))
 MODLIBS := $(shell pkg-config --libs libuv jansson libedit)
 
-CORE := core loop handle host fs json timer process stream signal caller terminal editline interrupt
+CORE := core loop handle host fs json timer process stream signal caller terminal editline interrupt lock guard
 BUILD ?= build
 CORE_OBJ := $(CORE:%=$(BUILD)/obj/%.o)
 BIN := $(BUILD)/bin/vmlua

@@ -26,7 +26,7 @@ build = {
       sources = {
         "src/core.c", "src/loop.c", "src/handle.c", "src/host.c", "src/fs.c", "src/json.c",
         "src/timer.c", "src/process.c", "src/stream.c", "src/signal.c", "src/caller.c",
-        "src/terminal.c", "src/editline.c", "src/interrupt.c",
+        "src/terminal.c", "src/editline.c", "src/interrupt.c", "src/lock.c", "src/guard.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "uv", "jansson", "edit" },
@@ -34,6 +34,7 @@ build = {
       libdirs = { "$(LIBUV_LIBDIR)", "$(JANSSON_LIBDIR)", "$(LIBEDIT_LIBDIR)" },
     },
     ["vmlua"] = "lua/vmlua/init.lua",
+    ["vmlua.accel"] = "lua/vmlua/accel.lua",
     ["vmlua.attach"] = "lua/vmlua/attach.lua",
     ["vmlua.cli"] = "lua/vmlua/cli.lua",
     ["vmlua.config"] = "lua/vmlua/config.lua",

@@ -36,7 +36,7 @@ local function direct_argv(arch)
       out[#out + 1], k = a, k + 1
     end
   end
-  assert(dropped == 3, "vmlua's QEMU argv no longer has the expected -qmp/-chardev/-serial options")
+  assert(dropped == 4, "vmlua's QEMU argv no longer has the expected -qmp/-chardev/-serial options")
   return out, qemu.accel(cfg)
 end
 

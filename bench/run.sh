@@ -1,7 +1,8 @@
 #!/bin/sh
 # The benchmarks (make bench): vmlua plan's start-up time, then boot to
-# prompt through vmlua against QEMU run directly, and vmlua's footprint
-# while its guest idles. They print tables; they never fail on timing.
+# prompt through vmlua against QEMU run directly, vmlua's footprint while
+# its guest idles, and console throughput through vmlua against QEMU
+# writing the console to a file. They print tables; they never fail on timing.
 set -eu
 cd "$(dirname "$0")/.."
 VMLUA=build/bin/vmlua
@@ -10,3 +11,6 @@ echo "== vmlua plan: start-up, process start included"
 echo
 echo "== boot to prompt, and vmlua while its guest idles"
 "$VMLUA" bench/boot.lua -n 5 -i 10 x86_64 aarch64
+echo
+echo "== console throughput: a guest flooding its console, through vmlua and to a file"
+"$VMLUA" bench/console.lua -n 3 -b 4M x86_64

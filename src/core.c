@@ -15,5 +15,7 @@ int luaopen_vmlua_core(lua_State *L) {
   vmlua_open_terminal(L);
   vmlua_open_editline(L);
   vmlua_open_interrupt(L);
+  vmlua_open_lock(L);
+  vmlua_open_guard(L);
   return 1;
 }

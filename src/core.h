@@ -21,6 +21,8 @@ void vmlua_open_caller(lua_State *L);
 void vmlua_open_terminal(lua_State *L);
 void vmlua_open_editline(lua_State *L);
 void vmlua_open_interrupt(lua_State *L);
+void vmlua_open_lock(lua_State *L);
+void vmlua_open_guard(lua_State *L);
 
 /* loop.c */
 uv_loop_t *vmlua_loop(void);

@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core.h"
@@ -18,12 +20,12 @@ static int fail(lua_State *L, const char *path) {
   return 3;
 }
 
-/* core.stat(path) -> { type=, size=, mode= } | nil, err */
+/* core.stat(path) -> { type=, size=, mode=, uid=, dev=, ino=, rdev=, mtime= } | nil, err */
 static int l_stat(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
   if (stat(path, &st) != 0) return fail(L, path);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 8);
   lua_pushstring(L, S_ISREG(st.st_mode)   ? "file"
                     : S_ISDIR(st.st_mode) ? "directory"
                     : S_ISBLK(st.st_mode) ? "block"
@@ -36,6 +38,15 @@ static int l_stat(lua_State *L) {
   lua_setfield(L, -2, "mode");
   lua_pushinteger(L, (lua_Integer)st.st_uid);
   lua_setfield(L, -2, "uid");
+  /* identity, for caches keyed on a file: device, inode, device number, mtime */
+  lua_pushinteger(L, (lua_Integer)st.st_dev);
+  lua_setfield(L, -2, "dev");
+  lua_pushinteger(L, (lua_Integer)st.st_ino);
+  lua_setfield(L, -2, "ino");
+  lua_pushinteger(L, (lua_Integer)st.st_rdev);
+  lua_setfield(L, -2, "rdev");
+  lua_pushinteger(L, (lua_Integer)st.st_mtime);
+  lua_setfield(L, -2, "mtime");
   return 1;
 }
 
@@ -59,18 +70,52 @@ static int l_executable(lua_State *L) {
   return 1;
 }
 
-/* core.mkdir_private(path) -> true | nil, err: a directory only we can use */
+/* core.mkdir_private(path) -> true, made | nil, err: a directory only we can
+ * use. A new one is made 0700. One that exists is used as it is only if it is
+ * a real directory, ours, and closed to group and others; it is never
+ * chmod'ed, since vmlua did not make it (as tmux and ssh-agent do). */
 static int l_mkdir_private(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  if (mkdir(path, 0700) != 0 && errno != EEXIST) return fail(L, path);
+  int made = mkdir(path, 0700) == 0;
+  if (!made && errno != EEXIST) return fail(L, path);
   struct stat st;
   if (lstat(path, &st) != 0) return fail(L, path);
-  if (!S_ISDIR(st.st_mode) || st.st_uid != getuid()) {
-    errno = EPERM;
-    return fail(L, path);
+  const char *why = NULL;
+  if (S_ISLNK(st.st_mode))
+    why = "it is a symbolic link";
+  else if (!S_ISDIR(st.st_mode))
+    why = "it is not a directory";
+  else if (st.st_uid != geteuid())
+    why = "it belongs to another user";
+  if (why == NULL && made && (st.st_mode & 07777) != 0700) { /* the umask took bits of ours */
+    if (chmod(path, 0700) != 0) return fail(L, path);
+    st.st_mode = (st.st_mode & ~07777) | 0700;
   }
-  if ((st.st_mode & 0777) != 0700 && chmod(path, 0700) != 0) return fail(L, path);
+  if (why != NULL) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, why);
+    return 2;
+  }
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    snprintf(mode, sizeof mode, "0%o", (unsigned)(st.st_mode & 07777));
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: it is open to other users (mode %s)", path, mode);
+    return 2;
+  }
   lua_pushboolean(L, 1);
+  lua_pushboolean(L, made);
+  return 2;
+}
+
+/* core.create_file(path, mode) -> true (made with mode) | false (it existed,
+ * left as it is) | nil, err */
+static int l_create_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, (mode_t)luaL_checkinteger(L, 2));
+  if (fd < 0 && errno != EEXIST) return fail(L, path);
+  if (fd >= 0) close(fd);
+  lua_pushboolean(L, fd >= 0);
   return 1;
 }
 
@@ -123,9 +168,12 @@ static int l_isatty(lua_State *L) {
 void vmlua_open_fs(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"stat", l_stat},       {"can_open", l_can_open}, {"executable", l_executable},
-      {"mkdir_private", l_mkdir_private}, {"chmod", l_chmod}, {"realpath", l_realpath},
+      {"mkdir_private", l_mkdir_private}, {"create_file", l_create_file}, {"chmod", l_chmod}, {"realpath", l_realpath},
       {"cwd", l_cwd},         {"getpid", l_getpid},
       {"getuid", l_getuid},   {"alive", l_alive},       {"isatty", l_isatty},
       {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
+  /* the longest path a Unix socket address holds, without its final NUL */
+  lua_pushinteger(L, (lua_Integer)sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+  lua_setfield(L, -2, "max_socket_path");
 }

@@ -1,13 +1,15 @@
-/* interrupt.c: Ctrl-C for the interactive prompt.
+/* interrupt.c: Ctrl-C (and SIGTERM, SIGHUP) for the code that runs: the
+ * interactive prompt's line, or the script vmlua runs.
  *
- * core.interrupt(fn) takes SIGINT over (the previous disposition comes back
- * on close). Like lua.c's, the signal handler only does async-signal-safe
- * things. It wakes the loop, which then calls fn(busy) as an ordinary
- * protected callback: the prompt drops the line being typed, or ends the
- * wait of the line that runs. And when the line that runs (the thread in
- * w:pcall) is running Lua code rather than waiting, it sets a hook on that
- * thread that raises "interrupted" at the next instruction, so that a busy
- * loop is broken too; fn then gets busy = true and has nothing to do.
+ * core.interrupt(fn, {"INT", ...}) takes those signals over (SIGINT by
+ * default; the previous dispositions come back on close). Like lua.c's, the
+ * signal handler only does async-signal-safe things. It wakes the loop,
+ * which then calls fn(busy, name) as an ordinary protected callback, once
+ * per signal: the prompt drops the line being typed, or ends the wait of
+ * the line that runs. And when the code that runs (the thread in w:pcall)
+ * is running Lua code rather than waiting, it sets a hook on that thread
+ * that raises "interrupted" at the next instruction, so that a busy loop is
+ * broken too; fn then gets busy = true.
  *
  * w:pcall(f, ...) is pcall, and may yield like it; the hook is only ever
  * set while f runs, and taken off in C before pcall returns, so it never
@@ -20,19 +22,26 @@
 
 #define INTERRUPT "vmlua.interrupt"
 
+static const char *const names[] = {"INT", "TERM", "HUP", NULL};
+static const int nums[] = {SIGINT, SIGTERM, SIGHUP};
+#define SIGNALS 3
+
 typedef struct {
   vmlua_handle h; /* the async handle that wakes the loop */
   int target_ref; /* registry ref keeping the target thread alive, or LUA_NOREF */
-  struct sigaction previous;
+  int taken[SIGNALS]; /* which of nums[] it took over */
+  struct sigaction previous[SIGNALS];
 } watcher;
 
-static watcher *active; /* the one watcher that has SIGINT */
+static watcher *active; /* the one watcher that has the signals */
 
 /* Read and written by the signal handler. */
 static uv_async_t *volatile wakeup;
 static lua_State *volatile target;    /* the thread inside w:pcall */
-static volatile sig_atomic_t hooked;  /* the hook was set for this Ctrl-C */
-static volatile sig_atomic_t pending; /* a Ctrl-C the loop has not seen yet */
+static volatile sig_atomic_t hooked;  /* the hook was set for this signal */
+static volatile sig_atomic_t pending; /* a signal the loop has not seen yet */
+static volatile sig_atomic_t received[SIGNALS]; /* counts, by index in nums[] */
+static int seen[SIGNALS];                       /* what the loop has handled */
 
 #define HOOK_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT)
 
@@ -43,8 +52,9 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-static void on_sigint(int signum) {
-  (void)signum;
+static void on_signal(int signum) {
+  for (int i = 0; i < SIGNALS; i++)
+    if (nums[i] == signum) received[i]++;
   lua_State *T = target;
   if (T != NULL && lua_status(T) == LUA_OK) { /* running, not suspended in a wait */
     lua_sethook(T, stop_hook, HOOK_MASK, 1);
@@ -60,9 +70,16 @@ static void on_wakeup(uv_async_t *uv) {
   int busy = hooked;
   hooked = 0;
   pending = 0;
-  if (w == NULL || L == NULL || !vmlua_handle_push_callback(L, &w->h, 0)) return;
-  lua_pushboolean(L, busy);
-  vmlua_protected_call(L, 1);
+  for (int i = 0; i < SIGNALS; i++) {
+    int n = received[i] - seen[i];
+    seen[i] = received[i];
+    for (int k = 0; k < n && k < 2; k++) { /* a third one adds nothing */
+      if (w == NULL || L == NULL || !vmlua_handle_push_callback(L, &w->h, 0)) return;
+      lua_pushboolean(L, busy);
+      lua_pushstring(L, names[i]);
+      vmlua_protected_call(L, 2);
+    }
+  }
 }
 
 static watcher *check_watcher(lua_State *L) { return luaL_checkudata(L, 1, INTERRUPT); }
@@ -78,9 +95,21 @@ static void clear_target(lua_State *L, watcher *w) {
   w->target_ref = LUA_NOREF;
 }
 
-/* core.interrupt(fn(busy)) -> watcher: Ctrl-C calls fn on the loop */
+/* core.interrupt(fn(busy, name) [, {"INT", "TERM", "HUP"}]) -> watcher:
+ * each of those signals (SIGINT alone by default) calls fn on the loop */
 static int l_interrupt(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
+  int take[SIGNALS] = {1, 0, 0};
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    take[0] = 0;
+    for (int i = 1; lua_rawgeti(L, 2, i) != LUA_TNIL; i++) {
+      take[luaL_checkoption(L, -1, NULL, names)] = 1;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 1);
   if (active != NULL) return luaL_error(L, "Ctrl-C is already taken over");
   watcher *w = lua_newuserdatauv(L, sizeof *w, 0);
   uv_async_t *uv = malloc(sizeof *uv);
@@ -93,12 +122,16 @@ static int l_interrupt(lua_State *L) {
   vmlua_handle_anchor(L, &w->h, -1);
   uv_unref((uv_handle_t *)uv);
   hooked = pending = 0;
+  for (int i = 0; i < SIGNALS; i++) seen[i] = received[i];
   active = w;
   wakeup = uv;
-  struct sigaction sa = {.sa_handler = on_sigint};
+  struct sigaction sa = {.sa_handler = on_signal};
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  sigaction(SIGINT, &sa, &w->previous);
+  for (int i = 0; i < SIGNALS; i++) {
+    w->taken[i] = take[i];
+    if (take[i]) sigaction(nums[i], &sa, &w->previous[i]);
+  }
   return 1;
 }
 
@@ -144,12 +177,13 @@ static int w_clear(lua_State *L) {
   return 0;
 }
 
-/* w:close(): gives SIGINT back; safe to call twice */
+/* w:close(): gives the signals back; safe to call twice */
 static int w_close(lua_State *L) {
   watcher *w = check_watcher(L);
   clear_target(L, w);
   if (active == w) {
-    sigaction(SIGINT, &w->previous, NULL);
+    for (int i = 0; i < SIGNALS; i++)
+      if (w->taken[i]) sigaction(nums[i], &w->previous[i], NULL);
     wakeup = NULL;
     active = NULL;
   }

@@ -3,6 +3,7 @@
  * Lua module vmlua.cli, which is policy. Lua modules are found beside the
  * executable (PREFIX/share/lua/5.4), so no environment variable is needed. */
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,7 @@ static int pmain(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN); /* a write to a dead QEMU fails with EPIPE instead */
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     fprintf(stderr, "%s: cannot create state: not enough memory\n", progname);

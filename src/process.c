@@ -1,7 +1,8 @@
 /* process.c: child processes started from an argv array, never a shell.
  * The child gets its own session (a Ctrl-C on vmlua's terminal reaches
  * vmlua, not the child) and, on Linux, is sent SIGTERM if vmlua dies, so no
- * child is ever orphaned. Its output comes from two pipes or, with a pty,
+ * child is ever orphaned; unless spawned with guarded = true, for a child
+ * that a guard (guard.c) ends more gently. Its output comes from two pipes or, with a pty,
  * from a new pseudo-terminal: then the child sees a real terminal, as under a
  * terminal emulator, and a Ctrl-C written to it reaches it as SIGINT. on_exit
  * runs once the child is reaped and its output drained, so it always sees
@@ -117,7 +118,7 @@ static void on_sigchld(uv_signal_t *sig, int signum) {
  * With a pty, tty names its slave, which becomes the controlling terminal
  * and stdin, stdout and stderr; without, stdin is /dev/null. */
 static void exec_child(const char *file, char **argv, const char *tty, int out_fd, int err_fd,
-                       int report_fd, pid_t parent) {
+                       int report_fd, pid_t parent, int guarded) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
@@ -125,10 +126,13 @@ static void exec_child(const char *file, char **argv, const char *tty, int out_f
     if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
   if (setsid() < 0) goto fail;
 #ifdef __linux__
-  prctl(PR_SET_PDEATHSIG, SIGTERM);
-  if (getppid() != parent) _exit(127);
+  if (!guarded) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(127);
+  }
 #else
   (void)parent;
+  (void)guarded;
 #endif
   /* the first tty a session leader opens becomes its controlling terminal */
   int in_fd = tty ? open(tty, O_RDWR) : open("/dev/null", O_RDONLY);
@@ -187,8 +191,10 @@ static void get_callback(lua_State *L, process *p, int slot, const char *name) {
 }
 
 /* core.spawn{ file=, args={argv0, ...}, pty={rows=24, cols=80}, on_stdout=fn(data),
- *             on_stderr=fn(data), on_exit=fn(code, signal) } -> process | nil, err
- * With pty, everything the child prints comes through on_stdout. */
+ *             on_stderr=fn(data), on_exit=fn(code, signal), guarded=false }
+ *   -> process | nil, err
+ * With pty, everything the child prints comes through on_stdout. guarded:
+ * no SIGTERM when vmlua dies (the caller starts a core.guard for it). */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "file");
@@ -205,6 +211,9 @@ static int l_spawn(lua_State *L) {
   }
   argv[argc] = NULL;
   struct winsize ws = {0};
+  lua_getfield(L, 1, "guarded");
+  int guarded = lua_toboolean(L, -1);
+  lua_pop(L, 1);
   int on_pty = lua_getfield(L, 1, "pty") != LUA_TNIL;
   if (on_pty) {
     if (!lua_istable(L, -1)) return luaL_error(L, "spawn: pty must be a table {rows=, cols=}");
@@ -236,7 +245,7 @@ static int l_spawn(lua_State *L) {
   if (open_outputs(fd, on_pty ? &ws : NULL, tty, sizeof tty) || pipe2(report, O_CLOEXEC))
     err = errno;
   else if ((pid = fork()) == 0)
-    exec_child(file, argv, on_pty ? tty : NULL, fd[0][1], fd[1][1], report[1], parent);
+    exec_child(file, argv, on_pty ? tty : NULL, fd[0][1], fd[1][1], report[1], parent, guarded);
   else if (pid < 0)
     err = errno;
   close_fd(&fd[0][1]);

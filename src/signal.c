@@ -56,7 +56,17 @@ static int w_tostring(lua_State *L) {
   return 1;
 }
 
+/* A write to a QEMU that has just died must fail with EPIPE, not kill the
+ * process: SIGPIPE is ignored unless the host program handles it. */
+static void ignore_sigpipe(void) {
+  struct sigaction current;
+  if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL &&
+      !(current.sa_flags & SA_SIGINFO))
+    signal(SIGPIPE, SIG_IGN);
+}
+
 void vmlua_open_signal(lua_State *L) {
+  ignore_sigpipe();
   static const luaL_Reg methods[] = {{"close", w_close}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
       {"__gc", w_close}, {"__close", w_close}, {"__tostring", w_tostring}, {NULL, NULL}};

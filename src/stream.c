@@ -17,6 +17,7 @@ typedef struct {
 
 typedef struct {
   vmlua_handle h;
+  int paused; /* stream:pause() stopped reading */
 } stream;
 
 typedef struct {
@@ -45,6 +46,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   lua_State *L = vmlua_loop_state();
   if (srv == NULL || L == NULL || status < 0) return;
   stream *s = lua_newuserdatauv(L, sizeof *s, 0);
+  s->paused = 0;
   uv_pipe_t *uv = new_pipe(L);
   vmlua_handle_init(&s->h, (uv_handle_t *)uv);
   luaL_setmetatable(L, STREAM);
@@ -116,6 +118,7 @@ static int l_connect(lua_State *L) {
   connect_req *c = malloc(sizeof *c);
   if (c == NULL) return luaL_error(L, "out of memory");
   stream *s = lua_newuserdatauv(L, sizeof *s, 0);
+  s->paused = 0;
   uv_pipe_t *uv = new_pipe(L);
   vmlua_handle_init(&s->h, (uv_handle_t *)uv);
   luaL_setmetatable(L, STREAM);
@@ -177,6 +180,29 @@ static int s_read(lua_State *L) {
   return 1;
 }
 
+/* stream:pause(): stops reading until stream:resume(); the data waits in
+ * the socket, so that the reader takes it in larger pieces */
+static int s_pause(lua_State *L) {
+  stream *s = check_stream(L);
+  if (s->h.uv != NULL && !s->paused) {
+    uv_read_stop((uv_stream_t *)s->h.uv);
+    s->paused = 1;
+  }
+  return 0;
+}
+
+/* stream:resume(): reads again, with the callback given to stream:read() */
+static int s_resume(lua_State *L) {
+  stream *s = check_stream(L);
+  if (s->h.uv != NULL && s->paused) {
+    s->paused = 0;
+    int rc = uv_read_start((uv_stream_t *)s->h.uv, on_alloc, on_read);
+    if (rc != 0) return uv_fail(L, rc);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static void on_written(uv_write_t *req, int status) {
   (void)status;
   free(req);
@@ -216,7 +242,8 @@ void vmlua_open_stream(lua_State *L) {
   static const luaL_Reg server_meta[] = {
       {"__gc", srv_close}, {"__close", srv_close}, {"__tostring", srv_tostring}, {NULL, NULL}};
   static const luaL_Reg stream_methods[] = {
-      {"read", s_read}, {"write", s_write}, {"close", s_close}, {NULL, NULL}};
+      {"read", s_read},   {"write", s_write},   {"close", s_close},
+      {"pause", s_pause}, {"resume", s_resume}, {NULL, NULL}};
   static const luaL_Reg stream_meta[] = {
       {"__gc", s_close}, {"__close", s_close}, {"__tostring", s_tostring}, {NULL, NULL}};
   vmlua_new_class(L, SERVER, server_methods, server_meta);

@@ -88,7 +88,7 @@ end
 
 local function load_script(script)
   local chunk, err = loadfile(script ~= "-" and script or nil)
-  if not chunk then error(err, 0) end
+  if not chunk then errors.raise(err) end -- one line, as lua says it
   return chunk
 end
 
@@ -98,12 +98,25 @@ local function script_args(argv, index)
   return table.unpack(args)
 end
 
--- Runs fn as the main task and the loop until nothing is left to do.
+local function handler(err)
+  if err == "interrupted" then return err end -- by a signal, in a busy loop
+  return errors.handler(err)
+end
+
+-- Runs fn as the main task and the loop until nothing is left to do; with
+-- an interrupt watcher, a signal breaks fn even in a busy loop.
 -- Returns true when fn finished without error.
-local function run_main(fn)
+local function run_main(fn, watcher)
   local ok = false
   task.spawn(function()
-    local success, err = xpcall(fn, errors.handler)
+    local success, err
+    if watcher then
+      local called
+      called, success, err = watcher:pcall(xpcall, fn, handler)
+      if not called then success, err = false, success end
+    else
+      success, err = xpcall(fn, handler)
+    end
     if success then
       ok = true
     else
@@ -115,27 +128,44 @@ local function run_main(fn)
   return ok
 end
 
--- Ctrl-C or SIGTERM: stop the VMs gracefully and exit 130 or 143 (like a
--- shell); a second one forces them off.
+-- Ctrl-C, SIGTERM or SIGHUP (the terminal closed): stop the VMs gracefully
+-- (a stop under way goes on) and exit 130, 143 or 129 (like a shell); a
+-- second signal forces them off. While the script runs, the interrupt
+-- watcher takes the signals, so that they break a busy loop too; the
+-- watchers stay for the prompt.
 local interrupted
-local function handle_signals()
-  local function on_signal(name)
-    failed = true
-    if interrupted then
-      io.stderr:write("\nvmlua: forcing VMs off\n")
-      machine.stop_all(true)
-      return
-    end
-    interrupted = name == "INT" and 130 or 143
-    if next(machine.live) ~= nil then
-      io.stderr:write("\nvmlua: stopping VMs (press Ctrl-C again to force them off)\n")
-    end
-    task.spawn(function()
-      machine.stop_all(false)
-      core.stop()
-    end)
+local STATUS = { INT = 130, TERM = 143, HUP = 129 }
+local function on_signal(name)
+  failed = true
+  if interrupted then
+    io.stderr:write("\nvmlua: forcing VMs off\n")
+    machine.stop_all(true)
+    return
   end
-  return { core.signal("INT", on_signal), core.signal("TERM", on_signal) }
+  interrupted = STATUS[name]
+  if next(machine.live) ~= nil then
+    io.stderr:write("\nvmlua: stopping VMs (press Ctrl-C again to force them off)\n")
+  end
+  task.spawn(function()
+    machine.stop_all(false)
+    core.stop()
+  end)
+end
+
+local function handle_signals()
+  local watchers = {}
+  for name in pairs(STATUS) do watchers[#watchers + 1] = core.signal(name, on_signal) end
+  return watchers
+end
+
+-- A VM that failed while nothing waited on it fails the run, with its reason.
+local function report_failed_vms()
+  for _, vm in ipairs(machine.defined) do
+    if vm.failure_unreported then
+      vm.failure_unreported = nil
+      report(string.format("vm %s: %s", vm.name, vm.reason))
+    end
+  end
 end
 
 -- os.exit from a script stops its VMs first, so no guest is cut off.
@@ -234,6 +264,8 @@ function cli.main(argv)
   if opts.version then io.stdout:write(version(), "\n") end
   _G.arg = make_arg(argv, opts.script and opts.script_index or 0)
   local signals = handle_signals()
+  -- after core.signal, so that closing it gives the signals back to the loop
+  local watcher = core.interrupt(function(_, name) on_signal(name) end, { "INT", "TERM", "HUP" })
   wrap_exit()
   local locals -- the file's locals, for the prompt of -i
   local ok = run_main(function()
@@ -256,7 +288,9 @@ function cli.main(argv)
     end
     -- -i: the prompt opens once the file has run, its VMs running or not
     if opts.interactive then core.stop() end
-  end)
+  end, watcher)
+  watcher:close()
+  report_failed_vms()
   if ok and (opts.interactive or (not opts.script and #opts.actions == 0 and not opts.version)) then
     -- The prompt stops the VMs still running when it ends, and says so.
     require("vmlua.repl").run { report = report, version = version(), locals = locals }

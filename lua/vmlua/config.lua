@@ -2,7 +2,8 @@
 -- vmlua.efi, vmlua.disk, vmlua.nat, vmlua.console), vmlua.vm's spec, and
 -- the normalized VM configuration the backend and life cycle read:
 --
---   { name=, arch=, cpus=, memory= (bytes),
+--   { name=, arch=, accel="kvm"|"hvf"|"tcg"|nil, accel_by="accel"|"VMLUA_ACCEL"|nil,
+--     cpus=, memory= (bytes),
 --     boot = { kind="linux", kernel=, initrd=|nil, cmdline={...}, where= }
 --          | { kind="efi", firmware=|nil, vars=|nil, where= } | nil,
 --     disks = { { kind="disk", path=, format="raw"|"qcow2", readonly=, where= }, ... },
@@ -24,6 +25,7 @@ local fields = require "vmlua.fields"
 local size = require "vmlua.size"
 local host = require "vmlua.host"
 local qemu = require "vmlua.qemu"
+local runtime = require "vmlua.runtime"
 
 local config = {}
 
@@ -285,12 +287,41 @@ end
 
 local function default_name(where)
   local base = where.source and where.source:match("([^/]*)$") or ""
-  base = base:gsub("%.lua$", ""):gsub("[^%w._-]+", "-"):gsub("^[-.]+", ""):gsub("-+$", "")
+  base = base:gsub("%.lua$", ""):gsub("[^%w._-]+", "-"):gsub("^[^%w]+", ""):gsub("-+$", "")
   if base == "" then return "vm" end
   return base
 end
 
-local VM_FIELDS = { "name", "arch", "cpus", "memory", "boot", "disks", "net", "console" }
+local VM_FIELDS = { "name", "arch", "accel", "cpus", "memory", "boot", "disks", "net", "console" }
+
+config.accels = { "kvm", "hvf", "tcg" }
+
+local function accel_problem(v)
+  local names = '"' .. table.concat(config.accels, '", "') .. '"'
+  if type(v) ~= "string" then return string.format("expected one of %s, got %s", names, describe(v)) end
+  for _, name in ipairs(config.accels) do
+    if v == name then return nil end
+  end
+  local near = fields.suggest(v, config.accels)
+  if near then return string.format('"%s" is not an accelerator; did you mean "%s"? (one of %s)', v, near, names) end
+  return string.format('"%s" is not an accelerator; use one of %s', v, names)
+end
+
+-- accel: what the definition asks for; VMLUA_ACCEL overrides it for a run.
+-- nil: vmlua chooses (see vmlua.accel). Returns the name and who asked.
+local function accel_field(where, v)
+  if v ~= nil then
+    local problem = accel_problem(v)
+    if problem then fail(where, "accel", "%s", problem) end
+  end
+  local env = os.getenv("VMLUA_ACCEL")
+  if env and env ~= "" then
+    local problem = accel_problem(env)
+    if problem then fail(where, "accel", "VMLUA_ACCEL: %s", problem) end
+    return env, "VMLUA_ACCEL"
+  end
+  return v, v and "accel" or nil
+end
 
 local function where_of(level)
   if type(level) == "table" then return level end
@@ -311,8 +342,8 @@ function config.vm(spec, level)
     name = default_name(where)
   elseif type(name) ~= "string" then
     fail(where, "name", "expected a string, got %s", describe(name))
-  elseif not name:match("^[%w._-]+$") then
-    fail(where, "name", "%q may only use letters, digits, '.', '_' and '-'", name)
+  elseif runtime.name_problem(name) then
+    fail(where, "name", "%s", runtime.name_problem(name))
   end
 
   local arch = spec.arch
@@ -343,6 +374,8 @@ function config.vm(spec, level)
     memory = bytes
   end
 
+  local accel, accel_by = accel_field(where, spec.accel)
+
   local console = spec.console
   if console == nil then
     console = { kind = "console", stdio = false, where = where }
@@ -355,6 +388,8 @@ function config.vm(spec, level)
   return {
     name = name,
     arch = arch,
+    accel = accel,
+    accel_by = accel_by,
     cpus = cpus,
     memory = memory,
     boot = boot_field(where, spec.boot, arch),

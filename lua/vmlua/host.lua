@@ -6,14 +6,14 @@ local host = {}
 
 local base           -- core.host(), read once
 local found = {}     -- executable name -> full path, or false
-local kvm            -- { ok = bool, why = string }
 local path_override  -- for tests: a PATH to search instead of $PATH
 
 -- Forgets what was looked up; `opts.path` replaces $PATH for the searches
 -- that follow (tests use it to hide QEMU).
 function host.reset(opts)
-  base, found, kvm = nil, {}, nil
+  base, found = nil, {}
   path_override = opts and opts.path
+  if package.loaded["vmlua.accel"] then package.loaded["vmlua.accel"].reset() end
 end
 
 -- The full path of executable `name` on PATH, or nil. Cached.
@@ -43,50 +43,47 @@ function host.qemu_binary(arch)
   return host.which("qemu-system-" .. arch)
 end
 
-local function kvm_state()
-  if not kvm then
-    local ok, err = core.can_open("/dev/kvm", "rw")
-    local why
-    if not ok then
-      why = "/dev/kvm is not usable: " .. (tostring(err):match("^/dev/kvm: (.*)$") or tostring(err))
-      if why:find("Permission denied", 1, true) then
-        why = why .. "; add yourself to the kvm group"
-      end
-    end
-    kvm = { ok = ok == true, why = why }
-  end
-  return kvm
+-- core.host(), read once: { cpus=, memory=, arch=, os= } without accels
+-- (what vmlua.accel decides from). Not to be changed.
+function host.base()
+  base = base or core.host()
+  return base
 end
+
+-- Where deciding on KVM may start QEMU (a /dev/kvm that opens), `accels`
+-- is looked up when first read; pairs() sees it too.
+local LAZY = {
+  __index = function(t, k)
+    if k ~= "accels" then return nil end
+    local list = require("vmlua.accel").usable()
+    rawset(t, "accels", list)
+    return list
+  end,
+  __pairs = function(t)
+    local _ = t.accels
+    return next, t, nil
+  end,
+}
 
 -- host.facts() -> { cpus=, memory= (bytes), arch=, os=, accels={...} }
 -- A fresh table on each call; the look-ups behind it are done once.
+-- accels lists only what runs guests here (see vmlua.accel).
 function host.facts()
-  base = base or core.host()
-  local accels = {}
-  if base.os == "linux" and kvm_state().ok then accels[#accels + 1] = "kvm" end
-  if base.os == "macos" then accels[#accels + 1] = "hvf" end
-  if host.qemu_binary(base.arch) then accels[#accels + 1] = "tcg" end
-  return { cpus = base.cpus, memory = base.memory, arch = base.arch, os = base.os, accels = accels }
-end
-
-local function article(word)
-  return word:match("^[aeiouxAEIOUX]") and "an" or "a"
-end
-
--- host.accel_for(arch) -> accel, warning|nil
--- A guest of another architecture is always emulated (TCG); a native guest
--- uses KVM (Linux, when /dev/kvm opens read-write) or HVF (macOS).
-function host.accel_for(arch)
-  base = base or core.host()
-  if arch ~= base.arch then
-    return "tcg", string.format("%s guest on %s %s host: emulated, expect it to be slow",
-      arch, article(base.arch), base.arch)
+  host.base()
+  local facts = { cpus = base.cpus, memory = base.memory, arch = base.arch, os = base.os }
+  local accel = require "vmlua.accel"
+  if accel.settled() then
+    facts.accels = accel.usable()
+    return facts
   end
-  if base.os == "macos" then return "hvf" end
-  local k = kvm_state()
-  if k.ok then return "kvm" end
-  return "tcg", string.format("%s guest: no KVM here (%s), emulated with TCG, expect it to be slow",
-    arch, k.why)
+  return setmetatable(facts, LAZY)
+end
+
+-- host.accel_for(arch) -> accel, warning|nil: what a guest of `arch` runs
+-- under when the definition asks for nothing (see accel.choose).
+function host.accel_for(arch)
+  local name, _, warning = require("vmlua.accel").choose(arch)
+  return name, warning
 end
 
 return host

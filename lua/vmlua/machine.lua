@@ -6,7 +6,6 @@ local config = require "vmlua.config"
 local console = require "vmlua.console"
 local errors = require "vmlua.errors"
 local fields = require "vmlua.fields"
-local host = require "vmlua.host"
 local qemu = require "vmlua.qemu"
 local qmp = require "vmlua.qmp"
 local runtime = require "vmlua.runtime"
@@ -20,6 +19,7 @@ local machine = {
   start_timeout = 30,
   stop_timeout = 15,
   expect_timeout = 60,
+  interrupt_timeout = 10, -- for the shell to answer after a run timed out
   console_lines = 15,
 }
 
@@ -35,6 +35,34 @@ local ALLOWED = {
 }
 
 local ENDED = { stopped = true, error = true }
+local STATES = { stopped = true, starting = true, running = true, pausing = true, paused = true,
+                 resuming = true, stopping = true, error = true }
+local TIMEOUT_ONLY = { "timeout" }
+
+-- Checks the options of a call to vm:OP and returns them (a table); raises
+-- at the line that called vm:OP (the options must come straight from there).
+function machine.options(vm, op, opts, names)
+  local function fail(fmt, ...)
+    errors.raise(string.format("vm %s: %s: " .. fmt, vm.name, op, ...), 4)
+  end
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then fail("the options must be a table, got %s", fields.describe(opts)) end
+  local known = {}
+  for _, n in ipairs(names) do known[n] = true end
+  for k in pairs(opts) do
+    if not known[k] then
+      local near = type(k) == "string" and fields.suggest(k, names)
+      fail("unknown option %s; %s", fields.describe(k),
+           near and string.format('did you mean "%s"?', near) or "it takes " .. table.concat(names, ", "))
+    end
+  end
+  local t = opts.timeout
+  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0 or t == math.huge) then
+    fail("timeout must be a number of seconds (0 or more, finite), got %s",
+         t ~= t and "NaN" or fields.describe(t))
+  end
+  return opts
+end
 
 function machine.notice(message)
   io.stderr:write("vmlua: ", message, "\n")
@@ -95,18 +123,21 @@ function VM:_emit(event, ...)
   for _, fn in ipairs(self.handlers[event] or {}) do task.spawn(fn, ...) end
 end
 
+-- The handlers run before the waiters wake, so an operation that returns
+-- has had the handlers of its changes called, and events come in order.
 function VM:_set_state(new, reason)
   local old = self.state
   if reason then self.reason = reason end
   if new == old then return end
   self.state = new
-  self.changed.notify()
   self:_emit("state", new, old)
   self:_emit(new, self)
+  self.changed.notify()
 end
 
 -- A run-time failure: names the VM, what it was doing, and the console tail.
 function VM:_failure(what)
+  self.failure_unreported = nil -- the caller raises it
   local msg = string.format("vm %s: %s", self.name, what)
   if self.reason and not what:find(self.reason, 1, true) then
     msg = msg .. " (" .. self.reason .. ")"
@@ -125,8 +156,15 @@ end
 
 -- vm:wait(state, {timeout=}): waits for a state; raises if it cannot come.
 function VM:wait(state, opts)
+  if not STATES[state] then
+    local names = { "stopped", "starting", "running", "pausing", "paused", "resuming", "stopping", "error" }
+    local near = type(state) == "string" and fields.suggest(state, names)
+    errors.raise(string.format("vm %s: wait: %s is not a state; %s", self.name, fields.describe(state),
+      near and string.format('did you mean "%s"?', near) or "the states are " .. table.concat(names, ", ")), 2)
+  end
+  opts = machine.options(self, "wait", opts, TIMEOUT_ONLY)
   if machine.dry_run then return self end
-  local timeout = opts and opts.timeout
+  local timeout = opts.timeout
   local ok = self:_wait_until(function(s) return s == state or ENDED[s] end, timeout)
   if not ok then
     errors.raise(self:_failure(string.format("timed out after %g s waiting for state %s (it is %s)",
@@ -145,19 +183,25 @@ function VM:start()
   if not ok then errors.raise(err) end
   local cfg = self.config
   self.paths = runtime.paths(cfg.name)
-  ok, err = runtime.claim(self.paths)
-  if not ok then errors.raise(string.format("vm %s: cannot start: %s", self.name, err), 2) end
+  self.claim, err = runtime.claim(self.paths) -- held until _finish, so the name is ours
+  if not self.claim then errors.raise(string.format("vm %s: cannot start: %s", self.name, err), 2) end
   self.reason, self.stderr, self.stop_requested, self.panicked = nil, "", false, false
   self.shutdown, self.qmp_lost, self.exit_status, self.forced = nil, false, nil, nil
   self.process, self.qmp, self.serial = nil, nil, nil
   self:_set_state("starting")
-  local _, warning = host.accel_for(cfg.arch)
+  local accel, _, warning = qemu.accel(cfg)
+  self.accel = accel
   if warning and not warned[warning] then
     warned[warning] = true
     machine.notice(warning)
   end
   local launched
+  -- KVM that passed the probe may still kill QEMU: then TCG, once (see _exited).
+  self.kvm_trial = self.accel == "kvm" and cfg.accel == nil
   launched, ok, err = pcall(self._launch, self)
+  if launched and not ok and self:_kvm_died() then launched, ok, err = pcall(self._launch, self) end
+  self.kvm_trial = false
+  if launched and ok and self.exit_status then self:_exited(self.exit_status[1], self.exit_status[2]) end
   if not launched then -- interrupted (the REPL's Ctrl-C) or a bug: leave nothing behind
     self:_abort(tostring(ok))
     error(ok, 0)
@@ -171,7 +215,9 @@ end
 
 function VM:_launch()
   local cfg, paths = self.config, self.paths
-  self.serial = console.new { log = cfg.console.log or paths.log, stdio = cfg.console.stdio }
+  -- The runtime directory's log is rotated; a log the user named is theirs.
+  self.serial = console.new { log = cfg.console.log or paths.log, stdio = cfg.console.stdio,
+                              rotate = not cfg.console.log and console.LOG_BYTES or nil }
   local connected = {}
   local function accept(kind)
     return function(stream)
@@ -187,16 +233,19 @@ function VM:_launch()
   self.servers.console, err = core.listen(paths.console, accept("console"))
   if not self.servers.console then return nil, "cannot listen on " .. paths.console .. ": " .. err end
 
-  local cmd = qemu.command(cfg, paths)
+  local cmd = qemu.command(cfg, paths, self.accel)
   self.process, err = core.spawn {
     file = cmd.file, args = cmd.args,
     on_stdout = function(data) self:_stderr(data) end,
     on_stderr = function(data) self:_stderr(data) end,
     on_exit = function(code, signal) self:_exited(code, signal) end,
+    guarded = true,
   }
   if not self.process then return nil, err end
   machine.live[self] = true
   runtime.write_pid(paths, self.process:pid())
+  self.guard, err = machine.guard(self)
+  if not self.guard then return nil, err end
 
   -- QEMU connects to both sockets while it starts, before the guest runs.
   local ok = task.await(function(wake)
@@ -228,6 +277,49 @@ function VM:_launch()
   return true
 end
 
+-- If vmlua dies, the guard presses the power button (see src/guard.c); it
+-- removes the runtime files afterwards.
+function machine.guard(vm)
+  local paths = vm.paths
+  local files = { qemu.guard_socket(paths) }
+  for key, path in pairs(paths) do
+    if key ~= "dir" and type(path) == "string" then files[#files + 1] = path end
+  end
+  return core.guard { pid = vm.process:pid(), socket = qemu.guard_socket(paths), lock = paths.lock,
+                      files = files, dir = paths.dir }
+end
+
+-- QEMU died under KVM before the guest ran, though the probe passed: say so
+-- in QEMU's words and clear the way to start again under TCG.
+function VM:_kvm_died()
+  if not self.kvm_trial or self.stop_requested or self.state ~= "starting" then return false end
+  if self.process and not self.exit_status then -- QMP may close before QEMU's exit is seen
+    task.await(function(wake) self.on_exit_wake = wake end, 2)
+    self.on_exit_wake = nil
+  end
+  if not self.exit_status then return false end
+  local accel = require "vmlua.accel"
+  local how = self.exit_status[2] and ("was killed by SIG" .. self.exit_status[2])
+    or ("exited with status " .. tostring(self.exit_status[1]))
+  local words = accel.words(self.stderr) or how
+  accel.kvm_failed(words)
+  machine.notice(string.format('vm %s: QEMU %s under KVM ("%s"); starting it again under TCG',
+                               self.name, how, words))
+  machine.live[self] = nil
+  if self.guard then self.guard:dismiss() end
+  self:_close_servers()
+  if self.qmp then self.qmp:close() end
+  if self.serial then self.serial:close() end
+  if self.process then self.process:close() end
+  for _, file in ipairs { self.paths.qmp, self.paths.console, self.paths.pid, qemu.guard_socket(self.paths) } do
+    os.remove(file)
+  end
+  self.process, self.qmp, self.serial, self.guard, self.exit_status = nil, nil, nil, nil, nil
+  self.reason, self.stderr, self.shutdown, self.qmp_lost, self.panicked = nil, "", nil, false, false
+  self.accel, self.kvm_trial = "tcg", false
+  return true
+end
+
 function VM:_stderr(data)
   self.stderr = (self.stderr .. data):sub(-4096)
 end
@@ -239,19 +331,18 @@ end
 
 -- Start failed: leave nothing behind, end in "error", and keep the best reason:
 -- QEMU's own words when it exited by itself.
+-- A VM that ended meanwhile (stopped by a signal, say) keeps its end.
 function VM:_abort(err)
-  local reason = err
+  self.start_failure = err
   if self.process and self.process:running() and not wait_ended(self, 2) then
     self.stop_requested = true
     self.process:kill("KILL")
     wait_ended(self)
   end
-  if self.exit_status and not self.stop_requested then reason = self:_exit_reason() end
-  if ENDED[self.state] then
-    self:_set_state("error", reason)
-  else
-    self:_finish("error", reason)
+  if not ENDED[self.state] then
+    self:_finish("error", self.exit_status and not self.stop_requested and self:_exit_reason() or err)
   end
+  self.start_failure = nil
 end
 
 function VM:_event(name, data)
@@ -271,9 +362,10 @@ end
 -- QEMU closes QMP as it exits, so give it a moment to exit by itself; if it
 -- does not, vmlua has lost control of it and ends it.
 function VM:_qmp_closed(reason)
-  if not (self.process and self.process:running()) or self.stop_requested then return end
+  local process = self.process -- a KVM fallback may start another meanwhile
+  if not (process and process:running()) or self.stop_requested then return end
   core.timer(1, 0, function()
-    if self.process:running() and not self.stop_requested then
+    if self.process == process and process:running() and not self.stop_requested then
       self.qmp_lost = reason
       self.process:kill("KILL")
     end
@@ -290,7 +382,9 @@ end
 
 function VM:_exited(code, signal)
   self.exit_status = { code, signal }
+  local trial = self.kvm_trial -- start() decides: TCG, or the end (waking it may start TCG at once)
   if self.on_exit_wake then self.on_exit_wake(nil, "exited") end
+  if trial then return end
   -- Let the console drain so its last lines (a panic, say) are seen.
   local function finish()
     if ENDED[self.state] then return end
@@ -313,7 +407,9 @@ function VM:_end_reason()
     return "error", "the guest kernel panicked"
   elseif self.qmp_lost then
     return "error", "the QMP connection closed: " .. self.qmp_lost
-  elseif self.stop_requested then
+  elseif self.start_failure and self.stop_requested then
+    return "error", self.start_failure
+  elseif self.stop_requested and (self.forced or self.shutdown or code == 0) then
     return "stopped", self.forced and "forced off by vmlua" or "stopped by vmlua"
   elseif signal then
     return "error", self:_exit_reason()
@@ -329,41 +425,81 @@ end
 
 function VM:_finish(state, reason)
   machine.live[self] = nil
+  if self.guard then -- before the directory goes
+    self.guard:dismiss()
+    if self.paths then os.remove(qemu.guard_socket(self.paths)) end
+  end
+  -- A VM that fails under a script that is not waiting on it: the CLI
+  -- reports it at exit (unless a later call raises it).
+  self.failure_unreported = state == "error" and self.state ~= "starting" or nil
   self:_close_servers()
   if self.qmp then self.qmp:close() end
   if self.serial then self.serial:close() end
   if self.process then self.process:close() end
-  if self.paths then runtime.remove(self.paths) end
+  if self.paths then runtime.remove(self.paths, self.claim) end
   self:_set_state(state, reason)
 end
 
--- Asks the guest to power off; forces it off after the timeout, and says so.
--- Returns "graceful" or "forced".
+-- QMP and the console close as QEMU ends: the VM's reason says why better
+-- than `err` does, once it has ended.
+function VM:_why_closed(err)
+  if ENDED[self.state] or wait_ended(self, 2) then return self.reason or err end
+  return err
+end
+
+-- Forces the VM off (QMP quit, then SIGKILL), announcing why.
+function VM:_force(why)
+  if ENDED[self.state] then return end
+  -- QMP closed: QEMU may be ending by itself; then its own reason stands
+  if self.qmp and not self.qmp.open and wait_ended(self, 1) then return end
+  if not self.forced then
+    machine.notice(string.format("vm %s: %s; forcing it off", self.name, why))
+  end
+  self.stop_requested, self.forced = true, true
+  if not self.process then return end -- none yet only while start() sets up
+  -- QEMU flushes its disks on quit; a guest still starting has written nothing
+  if self.qmp and self.qmp.open and self.state ~= "starting" then
+    self.qmp:send("quit")
+    if wait_ended(self, 5) then return end
+  end
+  if self.process:running() then self.process:kill("KILL") end
+  wait_ended(self)
+end
+
+-- How a stop ended: "graceful" when the guest powered off, "forced" when
+-- vmlua forced it off; raises when QEMU ended some other way.
+function VM:_stop_outcome()
+  local by_guest = self.shutdown and tostring(self.shutdown.reason):match("^guest%-")
+  if self.state == "stopped" and not self.forced and by_guest then return "graceful" end
+  if self.state == "stopped" then return "forced" end
+  errors.raise(self:_failure("did not stop cleanly: " .. tostring(self.reason)), 3)
+end
+
+-- Asks the guest to power off (a paused guest is resumed first); forces it
+-- off after the timeout, and says so. Returns "graceful" or "forced".
 function VM:stop(opts)
+  opts = machine.options(self, "stop", opts, TIMEOUT_ONLY)
   if machine.dry_run then return self end
-  if ENDED[self.state] then return "graceful" end
   if self.state == "stopping" then
     wait_ended(self)
-    return self.forced and "forced" or "graceful"
+    return self:_stop_outcome()
+  elseif ENDED[self.state] then -- as VZ and limactl do; vm:can_stop() tells
+    errors.raise(self:_failure("cannot stop: it is " .. self.state), 2)
   end
   self:_check("stop")
   local timeout = opts and opts.timeout or machine.stop_timeout
   local was_paused = self.state == "paused"
   self.stop_requested = true
   self:_set_state("stopping")
-  if not was_paused then
+  local deadline = core.now() + timeout
+  if was_paused then self.qmp:execute("cont", nil, timeout) end
+  if not ENDED[self.state] then
     self.qmp:send("system_powerdown")
-    if wait_ended(self, timeout) then return "graceful" end
-    machine.notice(string.format("vm %s: the guest did not power off within %g s; forcing it off",
-                                 self.name, timeout))
+    if not wait_ended(self, math.max(0, deadline - core.now())) then
+      self:_force(string.format("the guest did not power off within %g s", timeout))
+    end
   end
-  self.forced = true
-  self.qmp:send("quit")
-  if not wait_ended(self, 5) then
-    self.process:kill("KILL")
-    wait_ended(self)
-  end
-  return "forced"
+  return self:_stop_outcome()
 end
 
 -- Ends the VM at once.
@@ -380,12 +516,23 @@ end
 local function transition(vm, op, via, target, command)
   if machine.dry_run then return vm end
   vm:_check(op)
+  local from = vm.state
   vm:_set_state(via)
+  -- A QEMU that does not answer (hung, stopped) leaves the VM as it was, so
+  -- that stop() and kill() still work; a late answer moves it on by its event.
+  local function fail(why)
+    if vm.state == via then vm:_set_state(from) end
+    errors.raise(vm:_failure(op .. " failed: " .. why), 4)
+  end
   local _, err = vm.qmp:execute(command, nil, machine.start_timeout)
-  if err then errors.raise(vm:_failure(op .. " failed: " .. err), 3) end
+  if err == "timeout" then
+    fail(string.format("QEMU did not answer within %g s", machine.start_timeout))
+  elseif err then
+    fail(vm:_why_closed(err))
+  end
   local ok = vm:_wait_until(function(s) return s == target or ENDED[s] end, machine.start_timeout)
   if not ok or vm.state ~= target then
-    errors.raise(vm:_failure(string.format("%s did not complete (it is %s)", op, vm.state)), 3)
+    fail(string.format("it did not complete within %g s (it is %s)", machine.start_timeout, vm.state))
   end
   return vm
 end
@@ -403,9 +550,10 @@ end
 function VM:_console_expect(pattern, timeout, what)
   local result = table.pack(self.serial:expect(pattern, timeout))
   if result[1] == nil then
-    local why = result[2] == "timeout" and string.format("timed out after %g s", timeout)
-      or "the console closed"
-    return false, self:_failure(why .. " waiting for " .. what)
+    if result[2] == "timeout" then
+      return false, self:_failure(string.format("timed out after %g s waiting for %s", timeout, what))
+    end
+    return false, self:_failure(self:_why_closed("the console closed") .. " while waiting for " .. what)
   end
   return table.unpack(result, 1, result.n)
 end
@@ -417,15 +565,27 @@ end
 
 -- Waits for console output matching a Lua pattern; returns the match or captures.
 function VM:expect(pattern, opts)
+  local _, bad = console.pattern(pattern)
+  if bad and type(pattern) ~= "string" then
+    errors.raise(string.format("vm %s: expect: the pattern must be a string, got %s", self.name,
+                               fields.describe(pattern)), 2)
+  elseif bad then
+    errors.raise(string.format("vm %s: expect: bad pattern %q: %s", self.name, pattern, bad), 2)
+  end
+  opts = machine.options(self, "expect", opts, TIMEOUT_ONLY)
   if machine.dry_run then return "" end
   self:_check_console("expect")
-  local result = table.pack(self:_console_expect(pattern, opts and opts.timeout or machine.expect_timeout,
+  local result = table.pack(self:_console_expect(pattern, opts.timeout or machine.expect_timeout,
                                                  string.format("console output matching %q", pattern)))
   if result[1] == false then errors.raise(result[2], 2) end
   return table.unpack(result, 1, result.n)
 end
 
 function VM:send(text)
+  if type(text) ~= "string" then
+    errors.raise(string.format("vm %s: send: the text must be a string, got %s", self.name,
+                               fields.describe(text)), 2)
+  end
   if machine.dry_run then return self end
   self:_check_console("send")
   self.serial:send(text)
@@ -435,29 +595,102 @@ end
 -- Runs a shell command in the guest through its console (a POSIX shell must
 -- be reading the console). Returns its output and exit status. Each command
 -- runs in a subshell, so `exit` or `cd` do not change the console's shell;
--- commands on one VM run one at a time.
+-- commands on one VM run one at a time, and the timeout counts the wait
+-- for an earlier run too. A command that times out is interrupted.
 function VM:run(command, opts)
+  if type(command) ~= "string" then
+    errors.raise(string.format("vm %s: run: the command must be a string, got %s", self.name,
+                               fields.describe(command)), 2)
+  end
+  opts = machine.options(self, "run", opts, TIMEOUT_ONLY)
   if machine.dry_run then return "", 0 end
   self:_check_console("run")
+  local serial = self.serial
+  if serial.lost then errors.raise(self:_failure("cannot run a command: " .. serial.lost), 2) end
+  local timeout = opts.timeout or machine.expect_timeout
+  local what = string.format("the command %q", command)
+  local deadline = core.now() + timeout
+  -- The lock: the owner hands it to the next in line when it is done.
   local queue = self.run_queue or {}
   self.run_queue = queue
-  if queue.busy then task.await(function(wake) queue[#queue + 1] = wake end) end
+  if queue.busy then
+    local wake_me
+    local got = task.await(function(wake)
+      wake_me = wake
+      queue[#queue + 1] = wake
+      return function()
+        for k, w in ipairs(queue) do if w == wake_me then table.remove(queue, k) break end end
+      end
+    end, timeout)
+    if not got then
+      errors.raise(self:_failure(string.format("timed out after %g s waiting for %s (queued behind another run)",
+                                               timeout, what)), 2)
+    end
+  end
   queue.busy = true
+  local ok, out, status = pcall(self._run, self, command, deadline, timeout, what)
+  local next_run = table.remove(queue, 1)
+  if next_run then next_run(true) else queue.busy = false end
+  if not ok then error(out, 0) end -- interrupted (Ctrl-C at the prompt), or a bug
+  if out == nil then errors.raise(status, 2) end
+  return out, status
+end
+
+-- Types the command line and collects its output: output, status or nil
+-- and the failure message.
+function VM:_run(command, deadline, timeout, what)
+  local serial = self.serial
   self.runs = self.runs + 1
   local id = string.format("%x%x%04x", core.getpid(), self.runs, math.random(0, 0xffff))
   -- One line, so the shell echoes all of it before any output. The markers
   -- are printed through %s, so the echo never contains them.
-  self.serial:send(string.format("printf '\\n<<vmlua:%%s:begin>>\\n' %s; (eval '%s'); " ..
-                                  "printf '\\n<<vmlua:%%s:end:%%d>>\\n' %s \"$?\"\n",
-                                  id, (command:gsub("'", "'\\''")), id))
-  local output, status = self:_console_expect(
-    "<<vmlua:" .. id .. ":begin>>\r?\n(.-)\r?\n<<vmlua:" .. id .. ":end:(%d+)>>",
-    opts and opts.timeout or machine.expect_timeout, string.format("the command %q", command))
-  queue.busy = false
-  local next_run = table.remove(queue, 1)
-  if next_run then next_run() end
-  if output == false then errors.raise(status, 2) end
-  return (output:gsub("\r\n", "\n")), tonumber(status)
+  serial:send(string.format("printf '\\n<<vmlua:%%s:begin>>\\n' %s; (eval '%s'); " ..
+                            "printf '\\n<<vmlua:%%s:end:%%d>>\\n' %s \"$?\"\n",
+                            id, (command:gsub("'", "'\\''")), id))
+  local function left() return math.max(0, deadline - core.now()) end
+  local done, text, status, why = pcall(function()
+    local out, err = serial:read_until("<<vmlua:" .. id .. ":begin>>", left())
+    if out then out, err = serial:read_until("<<vmlua:" .. id .. ":end:", left()) end
+    if not out then return nil, nil, err end
+    local code, cerr = serial:expect("^(%d+)>>", left())
+    return out, code, cerr
+  end)
+  if not done then -- interrupted: stop the command too, and pass the error on
+    serial:send("\003")
+    error(text, 0)
+  end
+  if status then
+    -- The markers sit on lines of their own: drop the line ends around the output.
+    local first = text:sub(1, 2) == "\r\n" and 3 or text:sub(1, 1) == "\n" and 2 or 1
+    local last = text:sub(-2) == "\r\n" and #text - 2 or text:sub(-1) == "\n" and #text - 1 or #text
+    return (text:sub(first, last):gsub("\r\n", "\n")), tonumber(status)
+  end
+  if why ~= "timeout" then
+    return nil, self:_failure(self:_why_closed("the console closed") .. " while waiting for " .. what)
+  end
+  return nil, self:_failure(string.format("timed out after %g s waiting for %s; %s", timeout, what,
+                                          self:_interrupt_run(command)))
+end
+
+-- After a run timed out: Ctrl-C (then Ctrl-\) on the console, until the
+-- shell answers again. Says what happened; when the shell does not answer,
+-- later runs fail at once.
+function VM:_interrupt_run(command)
+  local serial = self.serial
+  for _, key in ipairs { { "\003", "Ctrl-C" }, { "\028", "Ctrl-\\" } } do
+    if serial.ended then break end
+    serial:send(key[1])
+    self.runs = self.runs + 1
+    local id = string.format("%x%x%04x", core.getpid(), self.runs, math.random(0, 0xffff))
+    serial:send(string.format("printf '\\n<<vmlua:%%s:ready>>\\n' %s\n", id))
+    if serial:read_until("<<vmlua:" .. id .. ":ready>>", machine.interrupt_timeout) then
+      return "interrupted it with " .. key[2]
+    end
+  end
+  if serial.ended then return "the console closed" end
+  serial.lost = string.format("the shell on the console has not answered since the command %q timed out " ..
+                              "and was sent Ctrl-C and Ctrl-\\", command)
+  return "it did not stop on Ctrl-C or Ctrl-\\, so later runs on this console fail at once"
 end
 
 -- Sends a raw QMP command and returns its result.
@@ -471,12 +704,15 @@ function VM:qmp_command(command, arguments)
 end
 
 -- Ends a VM that may be in any state: a graceful stop when it can stop, or
--- at once (force, or a VM still starting). Returns "graceful" or "forced".
+-- at once, announced (force, or a VM still starting). Returns "graceful" or
+-- "forced"; joins a stop under way rather than cutting it short.
 function machine.stop(vm, force, timeout)
-  if force or not vm:can_stop() then
-    vm:kill()
-    return "forced"
+  if force then
+    vm:_force("not waiting for the guest to power off")
+  elseif not ENDED[vm.state] and vm.state ~= "stopping" and not vm:can_stop() then
+    vm:_force("it is " .. vm.state .. ", so it cannot power off")
   end
+  if ENDED[vm.state] then return vm:_stop_outcome() end
   return vm:stop { timeout = timeout }
 end
 
@@ -487,7 +723,10 @@ function machine.stop_all(force, timeout)
   for vm in pairs(machine.live) do
     left = left + 1
     task.spawn(function()
-      pcall(machine.stop, vm, force, timeout)
+      -- a VM that failed as it stopped still fails the run (see cli)
+      if not pcall(machine.stop, vm, force, timeout) and vm.state == "error" then
+        vm.failure_unreported = true
+      end
       left = left - 1
       if left == 0 and done then done() end
     end)

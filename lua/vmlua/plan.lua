@@ -1,5 +1,6 @@
 -- What a VM would run, for people (plan.text) and programs (plan.json):
--- the resolved configuration and the exact QEMU argv.
+-- the resolved configuration, the accelerator and why, and the exact QEMU
+-- argv.
 local core = require "vmlua.core"
 local fields = require "vmlua.fields"
 local size = require "vmlua.size"
@@ -41,10 +42,12 @@ function plan.text(cfg)
   local out = {}
   local function say(fmt, ...) out[#out + 1] = fmt:format(...) end
   say("vm %s (%s)", cfg.name, fields.location(cfg.where))
-  local accel, warning
-  if qemu.arches[cfg.arch] then accel, warning = qemu.accel(cfg) end
-  say("  arch      %s%s", cfg.arch, accel and (", accelerator " .. accel) or " (not supported)")
-  if warning then say("            warning: %s", warning) end
+  local supported = qemu.arches[cfg.arch] ~= nil
+  say("  arch      %s%s", cfg.arch, supported and "" or " (not supported)")
+  if supported then
+    local accel, why = qemu.accel(cfg)
+    say("  accel     %s", accel and (accel .. ": " .. why) or why)
+  end
   say("  cpus      %d", cfg.cpus)
   say("  memory    %s", size.format(cfg.memory))
   local boot = cfg.boot
@@ -107,8 +110,8 @@ end
 
 -- plan.describe(cfg) -> the VM as plain data (what plan.json writes).
 function plan.describe(cfg)
-  local accel, warning
-  if qemu.arches[cfg.arch] then accel, warning = qemu.accel(cfg) end
+  local accel, why, warning
+  if qemu.arches[cfg.arch] then accel, why, warning = qemu.accel(cfg) end
   local boot
   if cfg.boot then
     boot = { kind = cfg.boot.kind, where = where(cfg.boot.where) }
@@ -132,6 +135,7 @@ function plan.describe(cfg)
     name = cfg.name,
     arch = cfg.arch,
     accel = accel or core.null,
+    accel_reason = why or core.null,
     warning = warning or core.null,
     cpus = cfg.cpus,
     memory = cfg.memory,

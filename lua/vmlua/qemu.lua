@@ -1,6 +1,7 @@
 -- The QEMU backend: what each guest architecture runs on, and the exact
 -- argv for a normalized VM configuration. The argv is an array handed to
 -- exec, never to a shell.
+local accelerator = require "vmlua.accel"
 local host = require "vmlua.host"
 
 local qemu = {}
@@ -64,9 +65,11 @@ function qemu.escape(s)
   return (tostring(s):gsub(",", ",,"))
 end
 
--- qemu.accel(cfg) -> accel, warning|nil
+-- qemu.accel(cfg) -> accel, why, warning|nil | nil, problem: the
+-- accelerator the VM runs under (cfg.accel when it asks for one), why, and
+-- what to tell the user when it starts.
 function qemu.accel(cfg)
-  return host.accel_for(cfg.arch)
+  return accelerator.choose(cfg.arch, cfg.accel, cfg.accel_by)
 end
 
 local function machine_type(a, cfg, accel)
@@ -76,17 +79,24 @@ local function machine_type(a, cfg, accel)
   return "virt"
 end
 
--- qemu.command(cfg, paths) -> { file = qemu-system-ARCH (full path when on
--- PATH), args = { argv0, ... } }. `paths` is runtime.paths(cfg.name).
+-- Where QEMU listens for the guard (see core.guard).
+function qemu.guard_socket(paths)
+  return paths.dir .. "/guard.sock"
+end
+
+-- qemu.command(cfg, paths, chosen) -> { file = qemu-system-ARCH (full path
+-- when on PATH), args = { argv0, ... } }. `paths` is runtime.paths(cfg.name);
+-- the accelerator `chosen` defaults to qemu.accel(cfg)'s choice (or, where
+-- that cannot be used, what cfg asks for).
 -- The QMP and console sockets are client sockets: vmlua listens on them
 -- before QEMU starts, and QEMU connects.
-function qemu.command(cfg, paths)
+function qemu.command(cfg, paths, chosen)
   local a = qemu.arches[cfg.arch]
   if not a then
     error(string.format("arch: %s is not supported (%s)", tostring(cfg.arch),
       table.concat(qemu.supported(), ", ")), 2)
   end
-  local accel = qemu.accel(cfg)
+  local accel = chosen or qemu.accel(cfg) or cfg.accel
   local file = host.qemu_binary(cfg.arch) or ("qemu-system-" .. cfg.arch)
   local args = { file }
   local function add(...)
@@ -114,6 +124,8 @@ function qemu.command(cfg, paths)
   end
 
   add("-qmp", "unix:" .. e(paths.qmp))
+  -- A second monitor, for the guard that powers the guest off if vmlua dies.
+  if paths.dir then add("-qmp", "unix:" .. e(qemu.guard_socket(paths)) .. ",server=on,wait=off") end
   add("-chardev", "socket,id=console,path=" .. e(paths.console))
   add("-serial", "chardev:console")
 

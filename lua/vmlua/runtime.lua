@@ -1,6 +1,10 @@
 -- Where a running VM keeps its private files (QMP and console sockets, pid,
--- console log): one directory per VM name, mode 0700, under
--- $XDG_RUNTIME_DIR/vmlua or /tmp/vmlua-UID. Removed when the VM ends.
+-- console log, lock): one directory per VM name, mode 0700, under
+-- $VMLUA_RUNTIME_DIR, $XDG_RUNTIME_DIR/vmlua or /tmp/vmlua-UID. vmlua makes
+-- these directories 0700 and never chmods one it finds: one that exists must
+-- be a directory of the user's own, closed to group and others. A lock on
+-- the file `lock` says who holds a name, for the VM's whole life; the
+-- directory is removed when the VM ends.
 local core = require "vmlua.core"
 
 local runtime = {}
@@ -23,52 +27,125 @@ function runtime.cache()
   return env("VMLUA_CACHE") or ((env("XDG_CACHE_HOME") or (env("HOME") or "") .. "/.cache") .. "/vmlua")
 end
 
--- The paths a VM named `name` uses; nothing is created.
-function runtime.paths(name)
-  local dir = runtime.root() .. "/" .. name
+-- The longest socket path: 107 bytes on Linux, 103 on macOS.
+runtime.max_socket_path = core.max_socket_path
+
+-- Why `name` cannot name a VM, or nil. A name is a plain file name: it
+-- becomes a directory, so neither "." nor ".." (the directory above), nor a
+-- hidden name or one that reads as an option.
+function runtime.name_problem(name)
+  if not name:match("^[%w._-]+$") then
+    return string.format("%q may only use letters, digits, '.', '_' and '-'", name)
+  elseif not name:match("^%w") then
+    return string.format("%q must start with a letter or a digit", name)
+  end
+end
+
+-- The paths a VM named `name` uses under `root` (default runtime.root());
+-- nothing is created.
+function runtime.paths(name, root)
+  root = root or runtime.root()
+  local dir = root .. "/" .. name
   return {
     dir = dir,
     qmp = dir .. "/qmp.sock",
     console = dir .. "/console.sock",
+    guard = dir .. "/guard.sock", -- QEMU's second QMP monitor, for the guard
     log = dir .. "/console.log",
+    old_log = dir .. "/console.log.1", -- the log's rotated half
     pid = dir .. "/pid",
+    lock = dir .. "/lock",
   }
 end
 
-local function files(paths)
-  return { paths.qmp, paths.console, paths.pid, paths.log }
-end
-
--- Makes the directory for a VM about to start, unless a live QEMU holds it
--- (its pid file); what a dead one left behind is removed.
-function runtime.claim(paths)
-  local made, why = core.mkdir_private(runtime.root())
-  if not made then return nil, "cannot make the runtime directory " .. why end
-  local f = io.open(paths.pid)
-  if f then
-    local pid = tonumber(f:read("l"))
-    f:close()
-    if pid and core.alive(pid) then
-      return nil, string.format("already running (QEMU pid %d, runtime directory %s)", pid, paths.dir)
-    end
+-- Why the sockets of a VM named `name` do not fit in a Unix socket address,
+-- or nil.
+function runtime.socket_problem(name, root)
+  local paths = runtime.paths(name, root)
+  local longest = paths.qmp
+  for _, path in ipairs { paths.console, paths.guard } do
+    if #path > #longest then longest = path end
   end
-  local ok, err = core.mkdir_private(paths.dir)
-  if not ok then return nil, err end
-  for _, file in ipairs(files(paths)) do os.remove(file) end
-  return true
+  local max = runtime.max_socket_path
+  if #longest <= max then return nil end
+  local room = max - (#longest - #name)
+  return string.format("%q is too long: its socket %s would be %d bytes, and a Unix socket path holds at "
+    .. "most %d; %sset VMLUA_RUNTIME_DIR to a shorter directory", name, longest, #longest, max,
+    room > 0 and string.format("use a name of at most %d characters, or ", room) or "")
 end
 
--- Records QEMU's pid in the claimed directory.
+-- What a VM leaves in its directory, besides the lock.
+local function files(paths)
+  return { paths.qmp, paths.console, paths.guard, paths.pid, paths.log, paths.old_log }
+end
+
+local function read_number(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local n = tonumber(f:read("l"))
+  f:close()
+  return n
+end
+
+local function unusable(what, path, why)
+  local fix = why:find("open to other users", 1, true) and ("run chmod 700 " .. path .. ", or ") or ""
+  return string.format("cannot use the %s %s; %sset VMLUA_RUNTIME_DIR to a private directory", what, why, fix)
+end
+
+-- Who holds the name: the pid files are for people; only the lock counts.
+local function already_running(paths)
+  local about = {}
+  local qemu, holder = read_number(paths.pid), read_number(paths.lock)
+  if qemu then about[#about + 1] = "QEMU pid " .. qemu end
+  if holder then about[#about + 1] = "vmlua pid " .. holder end
+  about[#about + 1] = "runtime directory " .. paths.dir
+  return "already running (" .. table.concat(about, ", ") .. ")"
+end
+
+-- Claims the name of a VM about to start: makes its directory and takes
+-- its lock, which holds until runtime.remove (or until this process ends).
+-- What a VM that ended without removing them left behind is removed.
+-- Returns the claim, or nil and why ("already running (...)" when another
+-- process, or another VM of this one, holds the name).
+function runtime.claim(paths)
+  local root = paths.dir:match("^(.*)/[^/]+$")
+  local ok, why = core.mkdir_private(root)
+  if not ok then return nil, unusable("runtime directory", root, why) end
+  for _ = 1, 3 do
+    ok, why = core.mkdir_private(paths.dir)
+    if not ok then return nil, unusable("VM's runtime directory", paths.dir, why) end
+    local claim, err, held = core.lock(paths.lock)
+    if claim then
+      for _, file in ipairs(files(paths)) do os.remove(file) end
+      local f = io.open(paths.lock, "w")
+      if f then f:write(core.getpid(), "\n") f:close() end
+      return claim
+    elseif held then
+      return nil, already_running(paths)
+    elseif core.stat(paths.dir) then
+      return nil, "cannot lock " .. err
+    end
+    -- The holder removed the directory as it ended: make it again.
+  end
+  return nil, "cannot claim " .. paths.dir .. ": it keeps being removed"
+end
+
+-- Records QEMU's pid in the claimed directory, for people to read.
 function runtime.write_pid(paths, pid)
   local f = assert(io.open(paths.pid, "w"))
   f:write(pid, "\n")
   f:close()
 end
 
--- Removes the directory of a VM that has ended.
-function runtime.remove(paths)
+-- Removes the directory of a VM that has ended and gives up its name. Without
+-- a held claim it does nothing: the files would be another VM's. The lock
+-- file goes while the lock is held, so no one claims the old file after.
+function runtime.remove(paths, claim)
+  if not (claim and claim:held()) then return end
   for _, file in ipairs(files(paths)) do os.remove(file) end
+  os.remove(paths.lock)
   os.remove(paths.dir)
+  claim:unlock()
 end
 
 return runtime

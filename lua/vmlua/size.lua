@@ -52,10 +52,11 @@ function size.check(v)
   return math.tointeger(bytes)
 end
 
--- size.parse(v) -> bytes; raises with the caller's file:line otherwise.
+-- size.parse(v) -> bytes; raises "FILE:LINE: size: why" at the caller's line
+-- otherwise, as a user error (no traceback).
 function size.parse(v)
   local n, err = size.check(v)
-  if not n then error(err, 2) end
+  if not n then require("vmlua.errors").raise("size: " .. err, 2) end
   return n
 end
 

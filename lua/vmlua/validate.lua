@@ -8,6 +8,7 @@ local fields = require "vmlua.fields"
 local size = require "vmlua.size"
 local host = require "vmlua.host"
 local qemu = require "vmlua.qemu"
+local runtime = require "vmlua.runtime"
 
 local validate = {}
 
@@ -65,8 +66,12 @@ function validate.vm(cfg)
   local facts = host.facts()
   local w = cfg.where
 
-  if type(cfg.name) ~= "string" or not cfg.name:match("^[%w._-]+$") then
-    err(w, "name", "%s may only use letters, digits, '.', '_' and '-'", fields.describe(cfg.name))
+  -- The name is a directory holding sockets, whose paths must fit in sun_path.
+  if type(cfg.name) ~= "string" then
+    err(w, "name", "expected a string, got %s", fields.describe(cfg.name))
+  else
+    local problem = runtime.name_problem(cfg.name) or runtime.socket_problem(cfg.name)
+    if problem then err(w, "name", "%s", problem) end
   end
 
   local a = qemu.arches[cfg.arch]
@@ -75,6 +80,12 @@ function validate.vm(cfg)
   elseif not host.qemu_binary(cfg.arch) then
     err(w, "arch", "%s needs qemu-system-%s, which is not on PATH (Debian package %s)",
       cfg.arch, cfg.arch, a.package)
+  end
+
+  -- Only an accelerator asked for is checked here: choosing one may probe KVM.
+  if a and cfg.accel ~= nil then
+    local chosen, problem = qemu.accel(cfg)
+    if not chosen then err(w, "accel", "%s", problem) end
   end
 
   if cfg.cpus < 1 then

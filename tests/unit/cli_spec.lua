@@ -66,6 +66,22 @@ describe("vmlua as an interpreter", function()
     assert.matches("unrecognized option '%-Z'", out)
   end)
 
+  it("reports a missing script and a misused vmlua.size in one line, as lua does", function()
+    local out, code = vmlua { dir .. "/nosuchfile.lua" }
+    assert.are.equal(1, code)
+    assert.are.equal("vmlua: cannot open " .. dir .. "/nosuchfile.lua: No such file or directory\n", out)
+    local script = helpers.write(dir .. "/size.lua", 'local vmlua = require "vmlua"\nlocal n = vmlua.size("abc")\n')
+    out, code = vmlua { script }
+    assert.are.equal(1, code)
+    assert.are.equal("vmlua: " .. script .. ':2: size: "abc" is not a size; expected a number of bytes or a ' ..
+                     'string like "512M" or "2G"\n', out)
+    helpers.write(script, 'local vmlua = require "vmlua"\n\nlocal n = vmlua.size({})\n')
+    out, code = vmlua { script }
+    assert.are.equal(1, code)
+    assert.are.equal("vmlua: " .. script .. ":3: size: expected a number of bytes or a string like " ..
+                     '"512M" or "2G", got a table\n', out)
+  end)
+
   it("passes a script's os.exit status through", function()
     local out, code = vmlua { "-e", "io.write('bye') os.exit(5)" }
     assert.are.equal("bye", out)

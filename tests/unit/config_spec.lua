@@ -97,10 +97,55 @@ return vmlua.vm {
       assert.equal(def .. ':2: cpu: unknown field; did you mean "cpus"?', err('return vmlua.vm { cpu = 2 }'))
       assert.equal(def .. ':2: mem: unknown field; did you mean "memory"?', err('return vmlua.vm { mem = 2 }'))
       assert.equal(def .. ':2: disk: unknown field; did you mean "disks"?', err('return vmlua.vm { disk = {} }'))
-      assert.equal(def .. ':2: colour: unknown field; vmlua.vm takes name, arch, cpus, memory, boot, disks, net, '
-        .. 'console', err('return vmlua.vm { colour = "red" }'))
-      assert.equal(def .. ':2: [1]: unexpected list item; vmlua.vm takes named fields (name, arch, cpus, memory, '
-        .. 'boot, disks, net, console)', err('return vmlua.vm { "dev" }'))
+      assert.equal(def .. ':2: colour: unknown field; vmlua.vm takes name, arch, accel, cpus, memory, boot, disks, '
+        .. 'net, console', err('return vmlua.vm { colour = "red" }'))
+      assert.equal(def .. ':2: [1]: unexpected list item; vmlua.vm takes named fields (name, arch, accel, cpus, '
+        .. 'memory, boot, disks, net, console)', err('return vmlua.vm { "dev" }'))
+    end)
+
+    describe("accel", function()
+      local getenv, env = os.getenv, {}
+      before_each(function()
+        env = { VMLUA_ACCEL = false }
+        os.getenv = function(name) -- luacheck: ignore 122 (the spec plays the environment)
+          if env[name] ~= nil then return env[name] or nil end
+          return getenv(name)
+        end
+      end)
+      after_each(function() os.getenv = getenv end) -- luacheck: ignore 122
+
+      it("is chosen by vmlua unless the definition or VMLUA_ACCEL asks", function()
+        local cfg = vm('return vmlua.vm {}').config
+        assert.is_nil(cfg.accel)
+        assert.is_nil(cfg.accel_by)
+        cfg = vm('return vmlua.vm { accel = "tcg" }').config
+        assert.equal("tcg", cfg.accel)
+        assert.equal("accel", cfg.accel_by)
+        env.VMLUA_ACCEL = "kvm"
+        cfg = vm('return vmlua.vm { accel = "tcg" }').config
+        assert.equal("kvm", cfg.accel)
+        assert.equal("VMLUA_ACCEL", cfg.accel_by)
+        env.VMLUA_ACCEL = ""
+        assert.is_nil(vm('return vmlua.vm {}').config.accel)
+      end)
+
+      it("refuses an unknown one at the user's line, listing the valid ones", function()
+        assert.equal(def .. ':2: accel: "kvmm" is not an accelerator; did you mean "kvm"? (one of "kvm", "hvf", '
+          .. '"tcg")', err('return vmlua.vm { accel = "kvmm" }'))
+        assert.equal(def .. ':2: accel: "KVM" is not an accelerator; did you mean "kvm"? (one of "kvm", "hvf", '
+          .. '"tcg")', err('return vmlua.vm { accel = "KVM" }'))
+        assert.equal(def .. ':2: accel: "xen" is not an accelerator; use one of "kvm", "hvf", "tcg"',
+          err('return vmlua.vm { accel = "xen" }'))
+        assert.equal(def .. ':2: accel: expected one of "kvm", "hvf", "tcg", got boolean true',
+          err('return vmlua.vm { accel = true }'))
+        assert.equal(def .. ':2: acel: unknown field; did you mean "accel"?', err('return vmlua.vm { acel = "kvm" }'))
+      end)
+
+      it("refuses an unknown VMLUA_ACCEL at the line of each VM", function()
+        env.VMLUA_ACCEL = "tgc"
+        assert.equal(def .. ':2: accel: VMLUA_ACCEL: "tgc" is not an accelerator; did you mean "tcg"? (one of '
+          .. '"kvm", "hvf", "tcg")', err('return vmlua.vm {}'))
+      end)
     end)
 
     it("refuses wrong types", function()
@@ -141,6 +186,22 @@ return vmlua.vm {
         err('return vmlua.vm { name = "" }'))
       assert.equal(def .. [[:2: name: "a/b" may only use letters, digits, '.', '_' and '-']],
         err('return vmlua.vm { name = "a/b" }'))
+    end)
+
+    -- The name is a directory under the runtime directory: ".." would be
+    -- its parent (/tmp itself, for root), and a leading '-' reads as an option.
+    it("refuses a name that is not a plain file name", function()
+      for _, name in ipairs { "..", ".", ".hidden", "-rf", "_x", "..." } do
+        assert.equal(string.format("%s:2: name: %q must start with a letter or a digit", def, name),
+          err(string.format("return vmlua.vm { name = %q }", name)))
+      end
+      assert.equal("a..b", vm('return vmlua.vm { name = "a..b" }').config.name)
+      assert.equal("9-lives", vm('return vmlua.vm { name = "9-lives" }').config.name)
+    end)
+
+    it("never derives such a name from the file's name", function()
+      assert.equal("x", helpers.vm(dir, HEAD .. "local r = vmlua.vm {}\nreturn r", "_x.lua").config.name)
+      assert.equal("vm", helpers.vm(dir, HEAD .. "local r = vmlua.vm {}\nreturn r", "..lua").config.name)
     end)
 
     it("is refused at the user's line when called through pcall", function()

@@ -100,15 +100,109 @@ describe("vmlua.core", function()
     assert.matches("no such file", err:lower())
   end)
 
-  it("makes private directories 0700 and refuses what it does not own", function()
+  it("makes private directories 0700 and refuses, never chmods, one it did not make private", function()
     local sub = dir .. "/run"
-    assert.is_true(core.mkdir_private(sub))
+    assert.are.same({ true, true }, { core.mkdir_private(sub) })
     assert.are.equal(tonumber("700", 8), core.stat(sub).mode)
-    core.chmod(sub, tonumber("755", 8))
-    assert.is_true(core.mkdir_private(sub))
-    assert.are.equal(tonumber("700", 8), core.stat(sub).mode)
+    assert.are.same({ true, false }, { core.mkdir_private(sub) }) -- ours and private: used as it is
+    for _, mode in ipairs { "755", "750", "701", "770" } do
+      core.chmod(sub, tonumber(mode, 8))
+      local none, err = core.mkdir_private(sub)
+      assert.is_nil(none)
+      assert.are.equal(sub .. ": it is open to other users (mode 0" .. mode .. ")", err)
+      assert.are.equal(tonumber(mode, 8), core.stat(sub).mode)
+    end
     helpers.write(dir .. "/file", "x")
-    assert.is_nil(core.mkdir_private(dir .. "/file"))
+    assert.are.equal(dir .. "/file: it is not a directory", select(2, core.mkdir_private(dir .. "/file")))
+    assert(os.execute("ln -s run " .. helpers.shell_quote(dir .. "/link")))
+    core.chmod(sub, tonumber("700", 8))
+    assert.are.equal(dir .. "/link: it is a symbolic link", select(2, core.mkdir_private(dir .. "/link")))
+  end)
+
+  it("creates a file with a mode, and leaves an existing one alone", function()
+    local path = dir .. "/new.log"
+    assert.is_true(core.create_file(path, tonumber("600", 8)))
+    assert.are.equal(tonumber("600", 8), core.stat(path).mode)
+    helpers.write(dir .. "/mine.log", "kept")
+    core.chmod(dir .. "/mine.log", tonumber("644", 8))
+    assert.is_false(core.create_file(dir .. "/mine.log", tonumber("600", 8)))
+    assert.are.equal(tonumber("644", 8), core.stat(dir .. "/mine.log").mode)
+    assert.are.equal(4, core.stat(dir .. "/mine.log").size)
+    local none, err = core.create_file(dir .. "/no/such", tonumber("600", 8))
+    assert.is_nil(none)
+    assert.matches("no/such: No such file or directory", err)
+  end)
+
+  describe("lock", function()
+    -- Whether another process (the vmlua executable) gets the lock on path.
+    local function other_process_locks(path)
+      local code, err = nil, ""
+      assert(core.spawn {
+        file = core.realpath(os.getenv("VMLUA_BIN") or "build/bin/vmlua"),
+        args = { "vmlua", "-e", string.format("os.exit(require('vmlua.core').lock(%q) and 0 or 3)", path) },
+        on_stderr = function(d) err = err .. d end,
+        on_exit = function(c) code = c end,
+      })
+      wait_for(function() return code end)
+      assert(code == 0 or code == 3, "vmlua exited with " .. tostring(code) .. ": " .. err)
+      return code == 0
+    end
+
+    it("is held by one holder at a time, in this process and others, until unlocked", function()
+      local path = dir .. "/lock"
+      local lock = assert(core.lock(path))
+      assert.are.equal("lock " .. path .. " (held)", tostring(lock))
+      assert.are.equal(tonumber("600", 8), core.stat(path).mode)
+      local none, err, held = core.lock(path)
+      assert.is_nil(none)
+      assert.is_true(held)
+      assert.are.equal(path .. ": held by another process", err)
+      assert.is_false(other_process_locks(path))
+      lock:unlock()
+      assert.are.equal("lock " .. path .. " (released)", tostring(lock))
+      assert.is_true(other_process_locks(path))
+      lock:unlock() -- twice is harmless
+      local again = assert(core.lock(path))
+      again:unlock()
+    end)
+
+    it("is not inherited by child processes", function()
+      local path = dir .. "/lock"
+      local lock = assert(core.lock(path))
+      local child = core.spawn { file = "/bin/sleep", args = { "sleep", "30" } }
+      lock:unlock()
+      local ok = other_process_locks(path) -- a child holding a copy would keep it locked
+      child:kill("KILL")
+      assert.is_true(ok)
+    end)
+
+    it("is released by __close and by the collector, each safe after unlock", function()
+      local path = dir .. "/lock"
+      do
+        local scoped <close> = assert(core.lock(path))
+        assert.is_false(other_process_locks(path))
+        assert.is_true(scoped:held())
+      end
+      assert.is_true(other_process_locks(path))
+      local lock = assert(core.lock(path))
+      local close = getmetatable(lock).__close
+      close(lock)
+      close(lock)
+      getmetatable(lock).__gc(lock)
+      assert.is_false(lock:held())
+      lock = assert(core.lock(path)) -- luacheck: ignore 311
+      lock = nil -- luacheck: ignore 311
+      collectgarbage()
+      collectgarbage()
+      assert.is_true(other_process_locks(path))
+    end)
+
+    it("reports a path it cannot open", function()
+      local none, err, held = core.lock(dir .. "/no/such/lock")
+      assert.is_nil(none)
+      assert.is_false(held)
+      assert.are.equal(dir .. "/no/such/lock: No such file or directory", err)
+    end)
   end)
 
   it("reports an error in a callback and keeps the loop going", function()

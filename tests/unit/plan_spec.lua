@@ -3,11 +3,12 @@ local config = require "vmlua.config"
 local host = require "vmlua.host"
 local plan = require "vmlua.plan"
 local qemu = require "vmlua.qemu"
+local accels = require "vmlua.accel"
 local runtime = require "vmlua.runtime"
 local helpers = require "support.helpers"
 
 describe("plan", function()
-  local dir, accel_for
+  local dir, choose
 
   before_each(function()
     dir = helpers.tmpdir()
@@ -16,15 +17,18 @@ describe("plan", function()
       assert(core.chmod(bin, tonumber("755", 8)))
     end
     host.reset { path = dir }
-    accel_for = host.accel_for
-    host.accel_for = function(arch)
-      if arch == "aarch64" then return "tcg", "aarch64 guest on an x86_64 host: emulated, expect it to be slow" end
-      return "kvm"
+    choose = accels.choose
+    accels.choose = function(arch, asked, by)
+      if asked == "hvf" then return nil, '"hvf" is not on linux; here use "kvm" or "tcg"' end
+      if asked then return asked, "asked for by " .. (by == "VMLUA_ACCEL" and "VMLUA_ACCEL" or "the definition") end
+      local emulated = "aarch64 guest on an x86_64 host: emulated, expect it to be slow"
+      if arch == "aarch64" then return "tcg", emulated, emulated end
+      return "kvm", "/dev/kvm runs guests (probed)"
     end
   end)
 
   after_each(function()
-    host.accel_for = accel_for
+    accels.choose = choose
     host.reset()
     helpers.rmtree(dir)
   end)
@@ -55,23 +59,24 @@ describe("plan", function()
       local lines = {}
       for line in text:gmatch("[^\n]+") do lines[#lines + 1] = line end
       assert.equal("vm dev (" .. cfg.where.short .. ":" .. cfg.where.line .. ")", lines[1])
-      assert.equal("  arch      x86_64, accelerator kvm", lines[2])
-      assert.equal("  cpus      2", lines[3])
-      assert.equal("  memory    2 GiB", lines[4])
-      assert.equal("  boot      linux kernel /k/vmlinuz", lines[5])
-      assert.equal("                  initrd /k/initrd.img", lines[6])
-      assert.equal("                  cmdline quiet console=ttyS0 panic=-1", lines[7])
-      assert.equal("  disk0     /d/my root.img (raw, read-write)", lines[8])
-      assert.equal("  disk1     /d/seed.img (raw, read-only)", lines[9])
-      assert.equal("  net0      127.0.0.1:2222 -> guest 22/tcp", lines[10])
-      assert.equal("            127.0.0.1:8080 -> guest 80/tcp", lines[11])
-      assert.equal("  console   log /logs/dev.log", lines[12])
-      assert.equal("  command   (quoted for reading only: vmlua runs this argv itself, without a shell)", lines[13])
-      assert.equal("    " .. dir .. "/qemu-system-x86_64 \\", lines[14])
-      assert.equal("      -name dev \\", lines[15])
-      assert.equal("      -machine q35 \\", lines[16])
-      assert.equal("      -accel kvm \\", lines[17])
-      assert.equal("      -cpu host \\", lines[18])
+      assert.equal("  arch      x86_64", lines[2])
+      assert.equal("  accel     kvm: /dev/kvm runs guests (probed)", lines[3])
+      assert.equal("  cpus      2", lines[4])
+      assert.equal("  memory    2 GiB", lines[5])
+      assert.equal("  boot      linux kernel /k/vmlinuz", lines[6])
+      assert.equal("                  initrd /k/initrd.img", lines[7])
+      assert.equal("                  cmdline quiet console=ttyS0 panic=-1", lines[8])
+      assert.equal("  disk0     /d/my root.img (raw, read-write)", lines[9])
+      assert.equal("  disk1     /d/seed.img (raw, read-only)", lines[10])
+      assert.equal("  net0      127.0.0.1:2222 -> guest 22/tcp", lines[11])
+      assert.equal("            127.0.0.1:8080 -> guest 80/tcp", lines[12])
+      assert.equal("  console   log /logs/dev.log", lines[13])
+      assert.equal("  command   (quoted for reading only: vmlua runs this argv itself, without a shell)", lines[14])
+      assert.equal("    " .. dir .. "/qemu-system-x86_64 \\", lines[15])
+      assert.equal("      -name dev \\", lines[16])
+      assert.equal("      -machine q35 \\", lines[17])
+      assert.equal("      -accel kvm \\", lines[18])
+      assert.equal("      -cpu host \\", lines[19])
       assert.truthy(text:find("      -append 'quiet console=ttyS0 panic=-1' \\\n", 1, true))
       assert.truthy(text:find("      -qmp unix:" .. paths.qmp .. " \\\n", 1, true))
       assert.truthy(text:find("      -drive 'if=none,id=disk0,file=/d/my root.img,format=raw' \\\n", 1, true))
@@ -80,14 +85,24 @@ describe("plan", function()
 
     it("shows the emulation warning and the defaults of an aarch64 VM", function()
       local text = plan.text(arm())
-      assert.truthy(text:find("\n  arch      aarch64, accelerator tcg\n"
-        .. "            warning: aarch64 guest on an x86_64 host: emulated, expect it to be slow\n", 1, true))
+      assert.truthy(text:find("\n  arch      aarch64\n"
+        .. "  accel     tcg: aarch64 guest on an x86_64 host: emulated, expect it to be slow\n", 1, true))
       assert.truthy(text:find("\n  memory    1.5 GiB\n", 1, true))
       assert.truthy(text:find("\n                  cmdline console=ttyAMA0 panic=-1\n", 1, true))
       assert.truthy(text:find("\n  disks     none\n  net       none\n", 1, true))
       assert.truthy(text:find("\n  console   log " .. runtime.paths("arm").log .. " (in the runtime directory)\n", 1,
         true))
       assert.truthy(text:find("\n      -machine virt \\\n      -accel tcg \\\n      -cpu cortex-a72 \\\n", 1, true))
+    end)
+
+    it("says which accelerator was asked for, and why one cannot be used", function()
+      local cfg = config.vm({ name = "t", arch = "x86_64", accel = "tcg" }, 2)
+      assert.truthy(plan.text(cfg):find("\n  accel     tcg: asked for by the definition\n", 1, true))
+      cfg = config.vm({ name = "h", arch = "x86_64", accel = "hvf" }, 2)
+      assert.truthy(plan.text(cfg):find('\n  accel     "hvf" is not on linux; here use "kvm" or "tcg"\n', 1, true))
+      local v = core.json_decode(plan.json({ cfg })).vms[1]
+      assert.equal(core.null, v.accel)
+      assert.equal('"hvf" is not on linux; here use "kvm" or "tcg"', v.accel_reason)
     end)
 
     it("shows a VM it cannot run without failing", function()
@@ -119,6 +134,7 @@ describe("plan", function()
       assert.equal("dev", v.name)
       assert.equal("x86_64", v.arch)
       assert.equal("kvm", v.accel)
+      assert.equal("/dev/kvm runs guests (probed)", v.accel_reason)
       assert.equal(core.null, v.warning)
       assert.equal(2, v.cpus)
       assert.equal(2 * 1024 ^ 3, v.memory)

@@ -2,10 +2,11 @@ local core = require "vmlua.core"
 local config = require "vmlua.config"
 local host = require "vmlua.host"
 local qemu = require "vmlua.qemu"
+local accels = require "vmlua.accel"
 local helpers = require "support.helpers"
 
 describe("qemu.command", function()
-  local dir, accel_for, accel
+  local dir, choose, accel
   local paths = { dir = "/run/v/dev", qmp = "/run/v/dev/qmp.sock", console = "/run/v/dev/console.sock" }
 
   before_each(function()
@@ -16,12 +17,12 @@ describe("qemu.command", function()
     end
     host.reset { path = dir }
     -- The accelerator depends on the host; these specs choose it.
-    accel_for, accel = host.accel_for, "tcg"
-    host.accel_for = function() return accel end
+    choose, accel = accels.choose, "tcg"
+    accels.choose = function() return accel, "chosen by the spec" end
   end)
 
   after_each(function()
-    host.accel_for = accel_for
+    accels.choose = choose
     host.reset()
     helpers.rmtree(dir)
   end)
@@ -56,6 +57,7 @@ describe("qemu.command", function()
       "-initrd", "/k/initrd.img",
       "-append", "root=/dev/vda console=ttyS0 panic=-1",
       "-qmp", "unix:/run/v/dev/qmp.sock",
+      "-qmp", "unix:/run/v/dev/guard.sock,server=on,wait=off",
       "-chardev", "socket,id=console,path=/run/v/dev/console.sock",
       "-serial", "chardev:console",
       "-drive", "if=none,id=disk0,file=/d/root.img,format=raw",
@@ -87,6 +89,7 @@ describe("qemu.command", function()
       "-initrd", "/k/initrd.img",
       "-append", "root=/dev/vda console=ttyAMA0 panic=-1",
       "-qmp", "unix:/run/v/dev/qmp.sock",
+      "-qmp", "unix:/run/v/dev/guard.sock,server=on,wait=off",
       "-chardev", "socket,id=console,path=/run/v/dev/console.sock",
       "-serial", "chardev:console",
       "-netdev", "user,id=net0",
@@ -137,18 +140,31 @@ describe("qemu.command", function()
     assert.equal("host", arg_after(args, "-cpu"))
   end)
 
-  it("chooses the accelerator with host.accel_for", function()
-    host.accel_for = accel_for
-    local want = host.accel_for("aarch64")
+  it("chooses the accelerator with accel.choose", function()
+    accels.choose = choose
+    local want = accels.choose("aarch64")
     assert.equal(want, qemu.accel(vm { arch = "aarch64" }))
     local args = qemu.command(vm { arch = "aarch64", boot = linux() }, paths).args
     assert.equal(want, arg_after(args, "-accel"))
   end)
 
-  it("connects to vmlua's sockets rather than serving them", function()
-    local args = table.concat(qemu.command(vm { boot = linux() }, paths).args, " ")
-    assert.is_nil(args:find("server", 1, true))
-    assert.is_nil(args:find("wait", 1, true))
+  it("runs what the definition asks for, and what it is told to", function()
+    accels.choose = choose
+    local args = qemu.command(vm { arch = "aarch64", accel = "tcg", boot = linux() }, paths).args
+    assert.equal("tcg", arg_after(args, "-accel"))
+    args = qemu.command(vm { arch = "x86_64", boot = linux() }, paths, "kvm").args
+    assert.equal("kvm", arg_after(args, "-accel"))
+    assert.equal("host", arg_after(args, "-cpu"))
+  end)
+
+  it("connects to vmlua's sockets rather than serving them, but for the guard's", function()
+    local args = qemu.command(vm { boot = linux() }, paths).args
+    for i, arg in ipairs(args) do
+      if arg:find("server", 1, true) or arg:find("wait", 1, true) then
+        assert.equal("-qmp", args[i - 1])
+        assert.equal("unix:" .. paths.dir .. "/guard.sock,server=on,wait=off", arg)
+      end
+    end
   end)
 
   it("doubles commas in values inside QEMU option strings", function()

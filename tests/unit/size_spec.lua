@@ -54,6 +54,16 @@ describe("size.parse", function()
     assert.matches("size_spec.lua:%d+: ", msg)
   end)
 
+  it("raises a user error, reported in one line without a traceback", function()
+    local ok, msg = pcall(function()
+      local n = size.parse({})
+      return n
+    end)
+    assert.is_false(ok)
+    assert.matches("size_spec%.lua:%d+: size: expected a number of bytes", msg)
+    assert.is_true(require("vmlua.errors").user[msg])
+  end)
+
   it("check returns nil and the reason", function()
     local n, why = size.check("2X")
     assert.is_nil(n)

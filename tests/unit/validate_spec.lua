@@ -2,6 +2,7 @@ local core = require "vmlua.core"
 local host = require "vmlua.host"
 local size = require "vmlua.size"
 local validate = require "vmlua.validate"
+local runtime = require "vmlua.runtime"
 local helpers = require "support.helpers"
 
 local HEAD = 'local vmlua = require "vmlua"\n'
@@ -65,6 +66,36 @@ describe("validate.vm", function()
         problem('vmlua.vm { arch = "x86_64", cpus = 600, ' .. BOOT .. ' }'))
       assert.equal(def .. ":2: cpus: 600 is more than QEMU's virt machine allows (512)",
         problem('vmlua.vm { arch = "aarch64", cpus = 600, ' .. BOOT .. ' }'))
+    end)
+  end)
+
+  describe("name", function()
+    -- sun_path holds 108 bytes on Linux, with the final NUL; console.sock is the longest socket.
+    local MAX = core.max_socket_path or 107
+    local function longest(name)
+      return runtime.root() .. "/" .. name .. "/console.sock"
+    end
+
+    it("is refused when its socket paths do not fit in a Unix socket address", function()
+      local fits = MAX - #longest("")
+      assert.is_true(fits > 0, "the runtime directory " .. runtime.root() .. " is itself too long")
+      local ok = validate.vm(cfg(string.format('vmlua.vm { name = %q, %s }', string.rep("n", fits), BOOT)))
+      assert.is_true(ok)
+      local name = string.rep("n", fits + 1)
+      assert.equal(string.format("%s:2: name: %q is too long: its socket %s would be %d bytes, and a Unix "
+        .. "socket path holds at most %d; use a name of at most %d characters, or set VMLUA_RUNTIME_DIR "
+        .. "to a shorter directory", def, name, longest(name), MAX + 1, MAX, fits),
+        problem(string.format('vmlua.vm { name = %q, %s }', name, BOOT)))
+      name = string.rep("n", 200)
+      assert.matches(':2: name: "n+" is too long: its socket .- would be ' .. #longest(name) .. " bytes",
+        problem(string.format('vmlua.vm { name = %q, %s }', name, BOOT)))
+    end)
+
+    it("is refused when it is not a plain file name, even if set after vmlua.vm{}", function()
+      local c = cfg('vmlua.vm { ' .. BOOT .. ' }')
+      c.name = ".."
+      local _, msg = validate.vm(c)
+      assert.equal(def .. ':2: name: ".." must start with a letter or a digit', msg)
     end)
   end)
 
