@@ -49,12 +49,14 @@ check: all lint
 	$(BUSTED)
 
 # The executable built with ASan and UBSan, run over the specs that drive it
-# (the bad-definition corpus, the CLI and the prompt, around real guests).
+# (the bad-definition corpus, the CLI, the prompt, signals, the name lock
+# and the guard, around real guests).
 sanitize:
 	$(MAKE) BUILD=build-asan CFLAGS="$(SANITIZE)" LDFLAGS="-fsanitize=address,undefined" \
 	  build-asan/bin/vmlua build-asan/share/lua/5.4/vmlua
 	VMLUA_BIN=build-asan/bin/vmlua ASAN_OPTIONS=detect_leaks=1:exitcode=99 LSAN_OPTIONS=exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(BUSTED) tests/bad_corpus_spec.lua tests/unit/cli_spec.lua tests/integration/cli_spec.lua tests/repl_spec.lua
+	  $(BUSTED) tests/bad_corpus_spec.lua tests/unit/cli_spec.lua tests/integration/cli_spec.lua tests/repl_spec.lua \
+	  tests/integration/signals_spec.lua tests/integration/claim_spec.lua tests/integration/data_spec.lua
 
 lint:
 	luacheck -q lua tests bench examples
