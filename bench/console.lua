@@ -35,8 +35,8 @@ local function spec(arch, n)
   return s
 end
 
--- vmlua's QEMU argv without QMP, its console chardev a socket the bench
--- listens on, with QEMU logging all console output to `log`.
+-- vmlua's QEMU argv without QMP, its console chardev (vmlua's FIFOs) a
+-- socket the bench listens on, with QEMU logging all console output to `log`.
 local function direct_argv(arch, sock, log)
   local cfg = config.vm(spec(arch, 0))
   local args = qemu.command(cfg, runtime.paths(cfg.name)).args
@@ -45,7 +45,7 @@ local function direct_argv(arch, sock, log)
     local a, v = args[k], args[k + 1]
     if a == "-qmp" then
       k = k + 2
-    elseif a == "-chardev" and v:find("^socket,id=console,") then
+    elseif a == "-chardev" and v:find("^pipe,id=console,") then
       out[#out + 1], out[#out + 2] = a, "socket,id=console,path=" .. sock .. ",logfile=" .. log
       replaced, k = replaced + 1, k + 2
     else

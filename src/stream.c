@@ -1,7 +1,11 @@
-/* stream.c: Unix-domain sockets: a listener vmlua owns, and its connections. */
+/* stream.c: Unix-domain sockets (a listener vmlua owns, and its
+ * connections), and a pair of FIFOs used as one stream. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -17,7 +21,8 @@ typedef struct {
 
 typedef struct {
   vmlua_handle h;
-  int paused; /* stream:pause() stopped reading */
+  int paused;        /* stream:pause() stopped reading */
+  uv_pipe_t *writer; /* a FIFO pair's write end; NULL: h.uv reads and writes */
 } stream;
 
 typedef struct {
@@ -47,6 +52,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   if (srv == NULL || L == NULL || status < 0) return;
   stream *s = lua_newuserdatauv(L, sizeof *s, 0);
   s->paused = 0;
+  s->writer = NULL;
   uv_pipe_t *uv = new_pipe(L);
   vmlua_handle_init(&s->h, (uv_handle_t *)uv);
   luaL_setmetatable(L, STREAM);
@@ -119,6 +125,7 @@ static int l_connect(lua_State *L) {
   if (c == NULL) return luaL_error(L, "out of memory");
   stream *s = lua_newuserdatauv(L, sizeof *s, 0);
   s->paused = 0;
+  s->writer = NULL;
   uv_pipe_t *uv = new_pipe(L);
   vmlua_handle_init(&s->h, (uv_handle_t *)uv);
   luaL_setmetatable(L, STREAM);
@@ -128,6 +135,50 @@ static int l_connect(lua_State *L) {
   c->callback = luaL_ref(L, LUA_REGISTRYINDEX);
   uv_pipe_connect(&c->req, uv, path, on_connect);
   return 0;
+}
+
+static int s_close(lua_State *L);
+
+/* Makes a FIFO (0600) at path and opens it for reading and writing, so
+ * that open never waits for the other end; -errno on failure. */
+static int make_fifo(const char *path) {
+  if (mkfifo(path, 0600) != 0 || chmod(path, 0600) != 0) return -errno;
+  int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+static int open_pipe(uv_pipe_t *uv, const char *path) {
+  int fd = make_fifo(path);
+  if (fd < 0) return fd;
+  int rc = uv_pipe_open(uv, fd);
+  if (rc != 0) close(fd);
+  return rc;
+}
+
+/* core.open_fifos(read_path, write_path) -> stream | nil, err: makes two
+ * FIFOs, and a stream that reads the first and writes the second. vmlua
+ * holds both ends open, so no end of file comes: see stream:finish(). */
+static int l_open_fifos(lua_State *L) {
+  const char *read_path = luaL_checkstring(L, 1);
+  const char *write_path = luaL_checkstring(L, 2);
+  stream *s = lua_newuserdatauv(L, sizeof *s, 0);
+  s->paused = 0;
+  s->writer = NULL;
+  uv_pipe_t *uv = new_pipe(L);
+  vmlua_handle_init(&s->h, (uv_handle_t *)uv);
+  luaL_setmetatable(L, STREAM);
+  s->writer = new_pipe(L);
+  s->writer->data = NULL;
+  int rc = open_pipe(uv, read_path);
+  if (rc == 0) rc = open_pipe(s->writer, write_path);
+  if (rc != 0) {
+    lua_pushcfunction(L, s_close);
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+    return uv_fail(L, rc);
+  }
+  vmlua_handle_anchor(L, &s->h, -1);
+  return 1;
 }
 
 static int srv_close(lua_State *L) {
@@ -214,11 +265,12 @@ static int s_write(lua_State *L) {
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
   if (s->h.uv == NULL) return uv_fail(L, UV_EPIPE);
+  uv_stream_t *out = s->writer ? (uv_stream_t *)s->writer : (uv_stream_t *)s->h.uv;
   write_req *w = malloc(sizeof *w + len);
   if (w == NULL) return luaL_error(L, "out of memory");
   memcpy(w->data, data, len);
   uv_buf_t buf = uv_buf_init(w->data, (unsigned)len);
-  int rc = uv_write(&w->req, (uv_stream_t *)s->h.uv, &buf, 1, on_written);
+  int rc = uv_write(&w->req, out, &buf, 1, on_written);
   if (rc != 0) {
     free(w);
     return uv_fail(L, rc);
@@ -227,8 +279,42 @@ static int s_write(lua_State *L) {
   return 1;
 }
 
+static void free_on_close(uv_handle_t *uv) { free(uv); }
+
 static int s_close(lua_State *L) {
-  vmlua_handle_close(L, &check_stream(L)->h);
+  stream *s = check_stream(L);
+  if (s->writer != NULL) {
+    uv_close((uv_handle_t *)s->writer, free_on_close);
+    s->writer = NULL;
+  }
+  vmlua_handle_close(L, &s->h);
+  return 0;
+}
+
+/* stream:finish(): for a stream whose writer is gone but whose end of file
+ * never comes (a FIFO vmlua holds open): passes what is buffered to the
+ * read callback, then ends the stream there (nil, "closed"). */
+static int s_finish(lua_State *L) {
+  stream *s = check_stream(L);
+  char buf[65536];
+  int fd = -1;
+  while (s->h.uv != NULL && uv_fileno(s->h.uv, &fd) == 0) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (!vmlua_handle_push_callback(L, &s->h, ON_DATA)) continue;
+    lua_pushlstring(L, buf, (size_t)n);
+    lua_pushnil(L);
+    vmlua_protected_call(L, 2);
+  }
+  if (s->h.uv == NULL) return 0;
+  uv_read_stop((uv_stream_t *)s->h.uv);
+  s->paused = 0;
+  if (vmlua_handle_push_callback(L, &s->h, ON_DATA)) {
+    lua_pushnil(L);
+    lua_pushstring(L, "closed");
+    vmlua_protected_call(L, 2);
+  }
   return 0;
 }
 
@@ -243,7 +329,7 @@ void vmlua_open_stream(lua_State *L) {
       {"__gc", srv_close}, {"__close", srv_close}, {"__tostring", srv_tostring}, {NULL, NULL}};
   static const luaL_Reg stream_methods[] = {
       {"read", s_read},   {"write", s_write},   {"close", s_close},
-      {"pause", s_pause}, {"resume", s_resume}, {NULL, NULL}};
+      {"pause", s_pause}, {"resume", s_resume}, {"finish", s_finish}, {NULL, NULL}};
   static const luaL_Reg stream_meta[] = {
       {"__gc", s_close}, {"__close", s_close}, {"__tostring", s_tostring}, {NULL, NULL}};
   vmlua_new_class(L, SERVER, server_methods, server_meta);
@@ -252,4 +338,6 @@ void vmlua_open_stream(lua_State *L) {
   lua_setfield(L, -2, "listen");
   lua_pushcfunction(L, l_connect);
   lua_setfield(L, -2, "connect");
+  lua_pushcfunction(L, l_open_fifos);
+  lua_setfield(L, -2, "open_fifos");
 }

@@ -16,9 +16,9 @@ local console = {
   LOG_BYTES = 1024 * 1024,      -- a rotated log moves to LOG.1 at this size
   SETTLE = 0.05,                -- a deferred rescan of the whole output waits at most this
   FLUSH = 0.02,                 -- the log reaches its file at most this late
-  GATHER = 0.001,               -- a read of fewer than GATHER_BELOW bytes
-  GATHER_BELOW = 64,            -- makes the next wait GATHER seconds, unless
-  GATHER_FULL = 256,            -- three gathered reads in a row got this much
+  GATHER = 0.005,               -- a read of fewer than GATHER_BELOW bytes
+  GATHER_BELOW = 4096,          -- makes the next wait GATHER seconds, unless
+  GATHER_FULL = 32 * 1024,      -- three gathered reads in a row got this much (half the FIFO)
   EAGER = 0.05,                 -- in the last EAGER seconds
 }
 
@@ -181,10 +181,10 @@ function Console:attach(stream)
     if not data then return self:_ended() end
     self:_output(data)
     -- QEMU writes the console a byte at a time, and a wake-up per byte costs
-    -- more than the byte: after a read of a few bytes, let the output gather
-    -- in the socket for a moment. The socket holds only a few hundred
-    -- one-byte writes, so when gathered reads keep coming near that, QEMU
-    -- had to wait for vmlua: then read at once for a while.
+    -- more than the byte: after a short read, let the output gather in the
+    -- FIFO for a moment. The FIFO holds 64 KiB, so when gathered reads keep
+    -- coming near half that, QEMU may soon wait for vmlua: then read at once
+    -- for a while.
     local now = core.now()
     if self.gathered then
       self.full = #data >= console.GATHER_FULL and (self.full or 0) + 1 or 0

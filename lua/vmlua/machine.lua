@@ -230,8 +230,13 @@ function VM:_launch()
   self.servers = {}
   self.servers.qmp, err = core.listen(paths.qmp, accept("qmp"))
   if not self.servers.qmp then return nil, "cannot listen on " .. paths.qmp .. ": " .. err end
-  self.servers.console, err = core.listen(paths.console, accept("console"))
-  if not self.servers.console then return nil, "cannot listen on " .. paths.console .. ": " .. err end
+  -- The console FIFOs are open before QEMU starts, so no byte is lost.
+  os.remove(paths.console_in)
+  os.remove(paths.console_out)
+  local fifos
+  fifos, err = core.open_fifos(paths.console_out, paths.console_in)
+  if not fifos then return nil, "cannot make the console FIFOs " .. paths.console .. ".{in,out}: " .. err end
+  self.serial:attach(fifos)
 
   local cmd = qemu.command(cfg, paths, self.accel)
   self.process, err = core.spawn {
@@ -247,9 +252,9 @@ function VM:_launch()
   self.guard, err = machine.guard(self)
   if not self.guard then return nil, err end
 
-  -- QEMU connects to both sockets while it starts, before the guest runs.
+  -- QEMU connects to QMP while it starts, before the guest runs.
   local ok = task.await(function(wake)
-    self.on_connect = function() if connected.qmp and connected.console then wake(true) end end
+    self.on_connect = function() if connected.qmp then wake(true) end end
     self.on_exit_wake = wake
     self.on_connect()
   end, machine.start_timeout)
@@ -259,7 +264,6 @@ function VM:_launch()
       or "QEMU did not connect within " .. machine.start_timeout .. " s"
   end
   self:_close_servers()
-  self.serial:attach(connected.console)
   self.qmp = qmp.new(connected.qmp, {
     on_event = function(name, data) self:_event(name, data) end,
     on_close = function(reason) self:_qmp_closed(reason) end,
@@ -385,18 +389,12 @@ function VM:_exited(code, signal)
   local trial = self.kvm_trial -- start() decides: TCG, or the end (waking it may start TCG at once)
   if self.on_exit_wake then self.on_exit_wake(nil, "exited") end
   if trial then return end
-  -- Let the console drain so its last lines (a panic, say) are seen.
-  local function finish()
-    if ENDED[self.state] then return end
-    local state, reason = self:_end_reason()
-    self:_finish(state, reason)
-  end
-  if self.serial and self.serial.stream and not self.serial.ended then
-    local timer = core.timer(1, 0, finish)
-    self.serial.on_end = function() timer:close() finish() end
-  else
-    finish()
-  end
+  -- The console drains what QEMU wrote (its last lines: a panic, say) and
+  -- ends: vmlua holds its FIFOs open, so no end of file comes by itself.
+  if self.serial and self.serial.stream and not self.serial.ended then self.serial.stream:finish() end
+  if ENDED[self.state] then return end
+  local state, reason = self:_end_reason()
+  self:_finish(state, reason)
 end
 
 function VM:_end_reason()

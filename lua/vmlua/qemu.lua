@@ -88,8 +88,9 @@ end
 -- when on PATH), args = { argv0, ... } }. `paths` is runtime.paths(cfg.name);
 -- the accelerator `chosen` defaults to qemu.accel(cfg)'s choice (or, where
 -- that cannot be used, what cfg asks for).
--- The QMP and console sockets are client sockets: vmlua listens on them
--- before QEMU starts, and QEMU connects.
+-- The QMP sockets are client sockets: vmlua listens on them before QEMU
+-- starts, and QEMU connects. The console is a pair of FIFOs, PATH.in and
+-- PATH.out, that vmlua makes and opens before QEMU starts.
 function qemu.command(cfg, paths, chosen)
   local a = qemu.arches[cfg.arch]
   if not a then
@@ -126,7 +127,7 @@ function qemu.command(cfg, paths, chosen)
   add("-qmp", "unix:" .. e(paths.qmp))
   -- A second monitor, for the guard that powers the guest off if vmlua dies.
   if paths.dir then add("-qmp", "unix:" .. e(qemu.guard_socket(paths)) .. ",server=on,wait=off") end
-  add("-chardev", "socket,id=console,path=" .. e(paths.console))
+  add("-chardev", "pipe,id=console,path=" .. e(paths.console))
   add("-serial", "chardev:console")
 
   -- Disk paths are absolute, so QEMU never reads a "protocol:" prefix in them.

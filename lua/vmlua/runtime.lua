@@ -1,5 +1,5 @@
--- Where a running VM keeps its private files (QMP and console sockets, pid,
--- console log, lock): one directory per VM name, mode 0700, under
+-- Where a running VM keeps its private files (QMP sockets, console FIFOs,
+-- pid, console log, lock): one directory per VM name, mode 0700, under
 -- $VMLUA_RUNTIME_DIR, $XDG_RUNTIME_DIR/vmlua or /tmp/vmlua-UID. vmlua makes
 -- these directories 0700 and never chmods one it finds: one that exists must
 -- be a directory of the user's own, closed to group and others. A lock on
@@ -49,7 +49,9 @@ function runtime.paths(name, root)
   return {
     dir = dir,
     qmp = dir .. "/qmp.sock",
-    console = dir .. "/console.sock",
+    console = dir .. "/console", -- QEMU's pipe chardev: console.in and console.out
+    console_in = dir .. "/console.in", -- QEMU reads it, vmlua writes it
+    console_out = dir .. "/console.out", -- QEMU writes it, vmlua reads it
     guard = dir .. "/guard.sock", -- QEMU's second QMP monitor, for the guard
     log = dir .. "/console.log",
     old_log = dir .. "/console.log.1", -- the log's rotated half
@@ -63,7 +65,7 @@ end
 function runtime.socket_problem(name, root)
   local paths = runtime.paths(name, root)
   local longest = paths.qmp
-  for _, path in ipairs { paths.console, paths.guard } do
+  for _, path in ipairs { paths.guard } do
     if #path > #longest then longest = path end
   end
   local max = runtime.max_socket_path
@@ -76,7 +78,7 @@ end
 
 -- What a VM leaves in its directory, besides the lock.
 local function files(paths)
-  return { paths.qmp, paths.console, paths.guard, paths.pid, paths.log, paths.old_log }
+  return { paths.qmp, paths.console_in, paths.console_out, paths.guard, paths.pid, paths.log, paths.old_log }
 end
 
 local function read_number(path)

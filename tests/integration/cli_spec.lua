@@ -1,7 +1,6 @@
 -- The vmlua executable around real guests: exit status, messages, signals,
 -- and that no QEMU outlives it, even when vmlua itself is killed.
 local core = require "vmlua.core"
-local task = require "vmlua.task"
 local cli = require "support.cli"
 local guest = require "support.guest"
 
@@ -20,14 +19,6 @@ local function qemu_pid(h)
   return tonumber(h.out:match("QEMU (%d+)"))
 end
 
-local function eventually_gone(pid, seconds)
-  for _ = 1, (seconds or 10) * 10 do
-    if not core.alive(pid) then return true end
-    task.sleep(0.1)
-  end
-  return false
-end
-
 local PRINT_PID = 'vm:start(); print("QEMU " .. vm.process:pid()); io.stdout:flush()\n'
 
 describe("vmlua FILE", function()
@@ -42,7 +33,7 @@ describe("vmlua FILE", function()
     assert.are.equal(1, code)
     assert.matches("vmlua: .*vm%.lua:5: vm cli%-[%d-]+: timed out after 1 s waiting for console output", err)
     assert.matches("--- last console lines of", err, 1, true)
-    assert.is_true(eventually_gone(pid))
+    assert.is_true(guest.gone_within(pid, 10))
   end)
 
   for signal, status in pairs { TERM = 143, INT = 130 } do
@@ -67,7 +58,7 @@ describe("vmlua FILE", function()
     h.wait(30)
     -- The guard presses the power button, which a guest still booting
     -- misses: then QEMU quits after the guard's 10 s.
-    assert.is_true(eventually_gone(pid, 20), "QEMU outlived vmlua's guard")
+    assert.is_true(guest.gone_within(pid, 20), "QEMU outlived vmlua's guard")
   end)
 
   it("boots a file that only defines a VM, with its console on the terminal", function()

@@ -68,15 +68,6 @@ local function spawn(tail)
   return h, disk, h.out:match("MD5 (%x+)"), tonumber(h.out:match("QEMU (%d+)")), name
 end
 
-local function gone_within(pid, seconds)
-  local deadline = core.now() + seconds
-  while core.now() < deadline do
-    if not core.alive(pid) then return true end
-    task.sleep(0.1)
-  end
-  return false
-end
-
 describe("the data a guest wrote", function()
   after_each(guest.cleanup)
 
@@ -100,7 +91,7 @@ describe("the data a guest wrote", function()
       assert.are.equal(status, code, err)
       assert.is_nil(out:match("STOP forced"), err)
       assert.is_nil(err:match("forcing"), err)
-      assert.is_true(gone_within(pid, 10))
+      assert.is_true(guest.gone_within(pid, 10))
       assert_kept(disk, md5)
     end)
   end
@@ -110,7 +101,7 @@ describe("the data a guest wrote", function()
     h.process:kill("HUP")
     local code, _, err = h.wait(120)
     assert.are.equal(129, code, err)
-    assert.is_true(gone_within(pid, 10))
+    assert.is_true(guest.gone_within(pid, 10))
     assert_kept(disk, md5)
   end)
 
@@ -120,7 +111,7 @@ describe("the data a guest wrote", function()
     assert.is_truthy(core.stat(rundir))
     h.process:kill("KILL")
     h.wait(30)
-    assert.is_true(gone_within(pid, 20), "QEMU outlived its guard's deadline")
+    assert.is_true(guest.gone_within(pid, 20), "QEMU outlived its guard's deadline")
     assert_kept(disk, md5)
     local deadline = core.now() + 5
     while core.stat(rundir) and core.now() < deadline do task.sleep(0.1) end

@@ -28,15 +28,6 @@ local function spawn(body)
   return h, tonumber(h.out:match("QEMU (%d+)")), name
 end
 
-local function gone_within(pid, seconds)
-  local deadline = core.now() + seconds
-  while core.now() < deadline do
-    if not core.alive(pid) then return true end
-    task.sleep(0.1)
-  end
-  return false
-end
-
 describe("vmlua, when things go wrong,", function()
   after_each(guest.cleanup)
 
@@ -49,7 +40,7 @@ describe("vmlua, when things go wrong,", function()
       assert.are.equal(status, code, err)
       assert.matches("interrupted", err, 1, true)
       assert.is_nil(err:find("forcing", 1, true), err)
-      assert.is_true(gone_within(pid, 10))
+      assert.is_true(guest.gone_within(pid, 10))
     end)
   end
 
@@ -62,7 +53,7 @@ describe("vmlua, when things go wrong,", function()
     local code, _, err = h.wait(60)
     assert.are.equal(143, code, err)
     assert.matches("vmlua: vm sig%-[%d-]+: .*forcing it off", err)
-    assert.is_true(gone_within(pid, 10))
+    assert.is_true(guest.gone_within(pid, 10))
   end)
 
   it("keeps the VM's name while the guard of a killed vmlua powers it off", function()
@@ -81,7 +72,7 @@ vmlua.vm { name = %q, arch = "x86_64", memory = "256M",
     assert.are.equal(1, code, err)
     assert.matches("cannot start: already running", err, 1, true)
     assert.is_true(core.alive(pid))
-    assert.is_true(gone_within(pid, 20), "QEMU outlived its guard")
+    assert.is_true(guest.gone_within(pid, 20), "QEMU outlived its guard")
     local dir = require("vmlua.runtime").paths(name).dir
     local deadline = core.now() + 5
     while core.stat(dir) and core.now() < deadline do task.sleep(0.1) end

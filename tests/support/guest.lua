@@ -68,6 +68,16 @@ function guest.cleanup()
   scratch = {}
 end
 
+-- Whether process `pid` is gone within `seconds`.
+function guest.gone_within(pid, seconds)
+  local deadline = core.now() + seconds
+  while core.now() < deadline do
+    if not core.alive(pid) then return true end
+    require("vmlua.task").sleep(0.1)
+  end
+  return false
+end
+
 -- Boots to the shell prompt.
 function guest.boot(vm)
   vm:start()

@@ -7,7 +7,7 @@ local helpers = require "support.helpers"
 
 describe("qemu.command", function()
   local dir, choose, accel
-  local paths = { dir = "/run/v/dev", qmp = "/run/v/dev/qmp.sock", console = "/run/v/dev/console.sock" }
+  local paths = { dir = "/run/v/dev", qmp = "/run/v/dev/qmp.sock", console = "/run/v/dev/console" }
 
   before_each(function()
     dir = helpers.tmpdir()
@@ -58,7 +58,7 @@ describe("qemu.command", function()
       "-append", "root=/dev/vda console=ttyS0 panic=-1",
       "-qmp", "unix:/run/v/dev/qmp.sock",
       "-qmp", "unix:/run/v/dev/guard.sock,server=on,wait=off",
-      "-chardev", "socket,id=console,path=/run/v/dev/console.sock",
+      "-chardev", "pipe,id=console,path=/run/v/dev/console",
       "-serial", "chardev:console",
       "-drive", "if=none,id=disk0,file=/d/root.img,format=raw",
       "-device", "virtio-blk-pci,drive=disk0",
@@ -90,7 +90,7 @@ describe("qemu.command", function()
       "-append", "root=/dev/vda console=ttyAMA0 panic=-1",
       "-qmp", "unix:/run/v/dev/qmp.sock",
       "-qmp", "unix:/run/v/dev/guard.sock,server=on,wait=off",
-      "-chardev", "socket,id=console,path=/run/v/dev/console.sock",
+      "-chardev", "pipe,id=console,path=/run/v/dev/console",
       "-serial", "chardev:console",
       "-netdev", "user,id=net0",
       "-device", "virtio-net-pci,netdev=net0",
@@ -171,11 +171,11 @@ describe("qemu.command", function()
     local cmd = qemu.command(vm {
       arch = "x86_64", boot = linux { kernel = "/k,a/vmlinuz", initrd = "/k,a/initrd" },
       disks = { config.disk { path = "/d/a,b.img,format=qcow2" } },
-    }, { qmp = "/run/a,b/qmp.sock", console = "/run/a,b/console.sock" })
+    }, { qmp = "/run/a,b/qmp.sock", console = "/run/a,b/console" })
     local args = cmd.args
     assert.equal("if=none,id=disk0,file=/d/a,,b.img,,format=qcow2,format=raw", arg_after(args, "-drive"))
     assert.equal("unix:/run/a,,b/qmp.sock", arg_after(args, "-qmp"))
-    assert.equal("socket,id=console,path=/run/a,,b/console.sock", arg_after(args, "-chardev"))
+    assert.equal("pipe,id=console,path=/run/a,,b/console", arg_after(args, "-chardev"))
     -- -kernel, -initrd and -append are not option strings: QEMU takes them verbatim
     assert.equal("/k,a/vmlinuz", arg_after(args, "-kernel"))
     assert.equal("/k,a/initrd", arg_after(args, "-initrd"))

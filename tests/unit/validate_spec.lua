@@ -70,10 +70,10 @@ describe("validate.vm", function()
   end)
 
   describe("name", function()
-    -- sun_path holds 108 bytes on Linux, with the final NUL; console.sock is the longest socket.
+    -- sun_path holds 108 bytes on Linux, with the final NUL; guard.sock is the longest socket.
     local MAX = core.max_socket_path or 107
     local function longest(name)
-      return runtime.root() .. "/" .. name .. "/console.sock"
+      return runtime.root() .. "/" .. name .. "/guard.sock"
     end
 
     it("is refused when its socket paths do not fit in a Unix socket address", function()
