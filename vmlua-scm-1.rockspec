@@ -43,6 +43,7 @@ build = {
     ["vmlua.fields"] = "lua/vmlua/fields.lua",
     ["vmlua.host"] = "lua/vmlua/host.lua",
     ["vmlua.machine"] = "lua/vmlua/machine.lua",
+    ["vmlua.shell"] = "lua/vmlua/shell.lua",
     ["vmlua.plan"] = "lua/vmlua/plan.lua",
     ["vmlua.qemu"] = "lua/vmlua/qemu.lua",
     ["vmlua.qmp"] = "lua/vmlua/qmp.lua",
