@@ -46,16 +46,22 @@ static uv_pipe_t *new_pipe(lua_State *L) {
   return uv;
 }
 
+/* Pushes a new stream userdata owning a fresh pipe handle. */
+static stream *push_stream(lua_State *L) {
+  stream *s = lua_newuserdatauv(L, sizeof *s, 0);
+  s->paused = 0;
+  s->writer = NULL;
+  vmlua_handle_init(&s->h, (uv_handle_t *)new_pipe(L));
+  luaL_setmetatable(L, STREAM);
+  return s;
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   server *srv = listener->data;
   lua_State *L = vmlua_loop_state();
   if (srv == NULL || L == NULL || status < 0) return;
-  stream *s = lua_newuserdatauv(L, sizeof *s, 0);
-  s->paused = 0;
-  s->writer = NULL;
-  uv_pipe_t *uv = new_pipe(L);
-  vmlua_handle_init(&s->h, (uv_handle_t *)uv);
-  luaL_setmetatable(L, STREAM);
+  stream *s = push_stream(L);
+  uv_pipe_t *uv = (uv_pipe_t *)s->h.uv;
   if (uv_accept(listener, (uv_stream_t *)uv) != 0) {
     vmlua_handle_close(L, &s->h);
     lua_pop(L, 1);
@@ -123,12 +129,8 @@ static int l_connect(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   connect_req *c = malloc(sizeof *c);
   if (c == NULL) return luaL_error(L, "out of memory");
-  stream *s = lua_newuserdatauv(L, sizeof *s, 0);
-  s->paused = 0;
-  s->writer = NULL;
-  uv_pipe_t *uv = new_pipe(L);
-  vmlua_handle_init(&s->h, (uv_handle_t *)uv);
-  luaL_setmetatable(L, STREAM);
+  stream *s = push_stream(L);
+  uv_pipe_t *uv = (uv_pipe_t *)s->h.uv;
   vmlua_handle_anchor(L, &s->h, -1);
   c->s = s;
   lua_pushvalue(L, 2);
@@ -161,12 +163,8 @@ static int open_pipe(uv_pipe_t *uv, const char *path) {
 static int l_open_fifos(lua_State *L) {
   const char *read_path = luaL_checkstring(L, 1);
   const char *write_path = luaL_checkstring(L, 2);
-  stream *s = lua_newuserdatauv(L, sizeof *s, 0);
-  s->paused = 0;
-  s->writer = NULL;
-  uv_pipe_t *uv = new_pipe(L);
-  vmlua_handle_init(&s->h, (uv_handle_t *)uv);
-  luaL_setmetatable(L, STREAM);
+  stream *s = push_stream(L);
+  uv_pipe_t *uv = (uv_pipe_t *)s->h.uv;
   s->writer = new_pipe(L);
   s->writer->data = NULL;
   int rc = open_pipe(uv, read_path);
