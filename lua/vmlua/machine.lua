@@ -35,9 +35,11 @@ local ALLOWED = {
 }
 
 local ENDED = { stopped = true, error = true }
-local STATES = { stopped = true, starting = true, running = true, pausing = true, paused = true,
-                 resuming = true, stopping = true, error = true }
+local STATE_NAMES = { "stopped", "starting", "running", "pausing", "paused", "resuming", "stopping", "error" }
+local STATES = {}
+for _, name in ipairs(STATE_NAMES) do STATES[name] = true end
 local TIMEOUT_ONLY = { "timeout" }
+machine.ENDED, machine.TIMEOUT_ONLY = ENDED, TIMEOUT_ONLY -- for shell.lua
 
 -- Checks the options of a call to vm:OP and returns them (a table); raises
 -- at the line that called vm:OP (the options must come straight from there).
@@ -157,10 +159,9 @@ end
 -- vm:wait(state, {timeout=}): waits for a state; raises if it cannot come.
 function VM:wait(state, opts)
   if not STATES[state] then
-    local names = { "stopped", "starting", "running", "pausing", "paused", "resuming", "stopping", "error" }
-    local near = type(state) == "string" and fields.suggest(state, names)
+    local near = type(state) == "string" and fields.suggest(state, STATE_NAMES)
     errors.raise(string.format("vm %s: wait: %s is not a state; %s", self.name, fields.describe(state),
-      near and string.format('did you mean "%s"?', near) or "the states are " .. table.concat(names, ", ")), 2)
+      near and string.format('did you mean "%s"?', near) or "the states are " .. table.concat(STATE_NAMES, ", ")), 2)
   end
   opts = machine.options(self, "wait", opts, TIMEOUT_ONLY)
   if machine.dry_run then return self end
@@ -285,11 +286,11 @@ end
 -- removes the runtime files afterwards.
 function machine.guard(vm)
   local paths = vm.paths
-  local files = { qemu.guard_socket(paths) }
+  local files = {}
   for key, path in pairs(paths) do
-    if key ~= "dir" and type(path) == "string" then files[#files + 1] = path end
+    if key ~= "dir" then files[#files + 1] = path end
   end
-  return core.guard { pid = vm.process:pid(), socket = qemu.guard_socket(paths), lock = paths.lock,
+  return core.guard { pid = vm.process:pid(), socket = paths.guard, lock = paths.lock,
                       files = files, dir = paths.dir }
 end
 
@@ -315,7 +316,7 @@ function VM:_kvm_died()
   if self.qmp then self.qmp:close() end
   if self.serial then self.serial:close() end
   if self.process then self.process:close() end
-  for _, file in ipairs { self.paths.qmp, self.paths.console, self.paths.pid, qemu.guard_socket(self.paths) } do
+  for _, file in ipairs { self.paths.qmp, self.paths.guard, self.paths.pid } do -- _launch remakes the FIFOs
     os.remove(file)
   end
   self.process, self.qmp, self.serial, self.guard, self.exit_status = nil, nil, nil, nil, nil
@@ -423,10 +424,7 @@ end
 
 function VM:_finish(state, reason)
   machine.live[self] = nil
-  if self.guard then -- before the directory goes
-    self.guard:dismiss()
-    if self.paths then os.remove(qemu.guard_socket(self.paths)) end
-  end
+  if self.guard then self.guard:dismiss() end
   -- A VM that fails under a script that is not waiting on it: the CLI
   -- reports it at exit (unless a later call raises it).
   self.failure_unreported = state == "error" and self.state ~= "starting" or nil
@@ -485,7 +483,7 @@ function VM:stop(opts)
     errors.raise(self:_failure("cannot stop: it is " .. self.state), 2)
   end
   self:_check("stop")
-  local timeout = opts and opts.timeout or machine.stop_timeout
+  local timeout = opts.timeout or machine.stop_timeout
   local was_paused = self.state == "paused"
   self.stop_requested = true
   self:_set_state("stopping")

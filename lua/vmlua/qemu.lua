@@ -79,11 +79,6 @@ local function machine_type(a, cfg, accel)
   return "virt"
 end
 
--- Where QEMU listens for the guard (see core.guard).
-function qemu.guard_socket(paths)
-  return paths.dir .. "/guard.sock"
-end
-
 -- qemu.command(cfg, paths, chosen) -> { file = qemu-system-ARCH (full path
 -- when on PATH), args = { argv0, ... } }. `paths` is runtime.paths(cfg.name);
 -- the accelerator `chosen` defaults to qemu.accel(cfg)'s choice (or, where
@@ -126,7 +121,7 @@ function qemu.command(cfg, paths, chosen)
 
   add("-qmp", "unix:" .. e(paths.qmp))
   -- A second monitor, for the guard that powers the guest off if vmlua dies.
-  if paths.dir then add("-qmp", "unix:" .. e(qemu.guard_socket(paths)) .. ",server=on,wait=off") end
+  if paths.guard then add("-qmp", "unix:" .. e(paths.guard) .. ",server=on,wait=off") end
   add("-chardev", "pipe,id=console,path=" .. e(paths.console))
   add("-serial", "chardev:console")
 

@@ -11,11 +11,8 @@ local shell = {}
 local methods = {}
 local machine -- vmlua.machine, set by shell.install
 
-local ENDED = { stopped = true, error = true }
-local TIMEOUT_ONLY = { "timeout" }
-
 function methods:_check_console(what)
-  if not self.serial or ENDED[self.state] or self.state == "starting" then
+  if not self.serial or machine.ENDED[self.state] or self.state == "starting" then
     errors.raise(self:_failure(string.format("cannot %s: it is %s", what, self.state)), 3)
   end
 end
@@ -46,7 +43,7 @@ function methods:expect(pattern, opts)
   elseif bad then
     errors.raise(string.format("vm %s: expect: bad pattern %q: %s", self.name, pattern, bad), 2)
   end
-  opts = machine.options(self, "expect", opts, TIMEOUT_ONLY)
+  opts = machine.options(self, "expect", opts, machine.TIMEOUT_ONLY)
   if machine.dry_run then return "" end
   self:_check_console("expect")
   local result = table.pack(self:_console_expect(pattern, opts.timeout or machine.expect_timeout,
@@ -76,7 +73,7 @@ function methods:run(command, opts)
     errors.raise(string.format("vm %s: run: the command must be a string, got %s", self.name,
                                fields.describe(command)), 2)
   end
-  opts = machine.options(self, "run", opts, TIMEOUT_ONLY)
+  opts = machine.options(self, "run", opts, machine.TIMEOUT_ONLY)
   if machine.dry_run then return "", 0 end
   self:_check_console("run")
   local serial = self.serial

@@ -7,7 +7,8 @@ local helpers = require "support.helpers"
 
 describe("qemu.command", function()
   local dir, choose, accel
-  local paths = { dir = "/run/v/dev", qmp = "/run/v/dev/qmp.sock", console = "/run/v/dev/console" }
+  local paths = { dir = "/run/v/dev", qmp = "/run/v/dev/qmp.sock", console = "/run/v/dev/console",
+                  guard = "/run/v/dev/guard.sock" }
 
   before_each(function()
     dir = helpers.tmpdir()
