@@ -1,5 +1,12 @@
 # vmlua: make, make test, make demo, make install PREFIX=...
 PREFIX ?= /usr/local
+# where make install puts things (luarocks passes its own BINDIR, LUADIR, LIBDIR)
+BINDIR ?= $(PREFIX)/bin
+LUADIR ?= $(PREFIX)/share/lua/5.4
+LIBDIR ?= $(PREFIX)/lib/lua/5.4
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 CC ?= cc
 PKGS := lua5.4 libuv jansson libedit
 CFLAGS ?= -O2 -g
@@ -17,6 +24,10 @@ BUSTED := lua5.4 /usr/bin/busted
 SANITIZE := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 all: $(BIN) $(MODULE) $(LUA_LINK)
+
+# The executable and the core module only: what luarocks builds (out of the
+# checkout, with BUILD in the rock's own directory).
+compile: $(BIN) $(MODULE)
 
 $(BUILD)/obj/%.o: src/%.c src/core.h | $(BUILD)/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -41,12 +52,14 @@ deps:
 
 guests:
 	scripts/build-guests.sh
+	scripts/build-debian.sh
 
 test: deps all guests
 	$(MAKE) check
 
-check: all lint
-	$(BUSTED)
+# Instances made by the specs live in the build tree, not the user's state.
+check: all lint doc
+	XDG_STATE_HOME=$(CURDIR)/$(BUILD)/state $(BUSTED)
 
 # The executable built with ASan and UBSan, run over the specs that drive it
 # (the bad-definition corpus, the CLI, the prompt, signals, the name lock
@@ -54,9 +67,10 @@ check: all lint
 sanitize:
 	$(MAKE) BUILD=build-asan CFLAGS="$(SANITIZE)" LDFLAGS="-fsanitize=address,undefined" \
 	  build-asan/bin/vmlua build-asan/share/lua/5.4/vmlua
-	VMLUA_BIN=build-asan/bin/vmlua ASAN_OPTIONS=detect_leaks=1:exitcode=99 LSAN_OPTIONS=exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	XDG_STATE_HOME=$(CURDIR)/build-asan/state VMLUA_BIN=build-asan/bin/vmlua ASAN_OPTIONS=detect_leaks=1:exitcode=99 LSAN_OPTIONS=exitcode=99 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(BUSTED) tests/bad_corpus_spec.lua tests/unit/cli_spec.lua tests/integration/cli_spec.lua tests/repl_spec.lua \
-	  tests/integration/signals_spec.lua tests/integration/claim_spec.lua tests/integration/data_spec.lua
+	  tests/integration/signals_spec.lua tests/integration/claim_spec.lua tests/integration/data_spec.lua \
+	  tests/integration/instances_spec.lua
 
 lint:
 	luacheck -q lua tests bench examples
@@ -67,14 +81,34 @@ demo: deps all guests
 bench: all guests
 	bench/run.sh
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/lua/5.4/vmlua \
-	  $(DESTDIR)$(PREFIX)/lib/lua/5.4/vmlua
-	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/vmlua
-	install -m 644 lua/vmlua/*.lua $(DESTDIR)$(PREFIX)/share/lua/5.4/vmlua/
-	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/5.4/vmlua/core.so
+# The API reference, from the doc comments of lua/vmlua (config.ld).
+doc:
+	ldoc -q -d $(BUILD)/doc .
+
+install: compile
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LUADIR)/vmlua $(DESTDIR)$(LIBDIR)/vmlua \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
+	install -m 755 $(BIN) $(DESTDIR)$(BINDIR)/vmlua
+	for f in $$(cd lua && find vmlua -name '*.lua'); do \
+	  install -d $(DESTDIR)$(LUADIR)/$$(dirname $$f) && \
+	  install -m 644 lua/$$f $(DESTDIR)$(LUADIR)/$$f || exit 1; \
+	done
+	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/vmlua/core.so
+	install -m 644 man/vmlua.1 $(DESTDIR)$(MANDIR)/man1/vmlua.1
+	install -m 644 completion/vmlua.bash $(DESTDIR)$(BASHCOMPDIR)/vmlua
+	install -m 644 completion/_vmlua $(DESTDIR)$(ZSHCOMPDIR)/_vmlua
+
+# What install put there; vmlua/ under LUADIR and LIBDIR are vmlua's own.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/vmlua $(DESTDIR)$(MANDIR)/man1/vmlua.1 \
+	  $(DESTDIR)$(BASHCOMPDIR)/vmlua $(DESTDIR)$(ZSHCOMPDIR)/_vmlua
+	rm -rf $(DESTDIR)$(LUADIR)/vmlua $(DESTDIR)$(LIBDIR)/vmlua
 
 clean:
 	rm -rf build build-asan
 
-.PHONY: all deps guests test check sanitize lint demo bench install clean
+# Only $(BUILD): what luarocks runs after installing, leaving nothing behind.
+clean-build:
+	rm -rf $(BUILD)
+
+.PHONY: all compile deps guests test check sanitize lint demo bench doc install uninstall clean clean-build

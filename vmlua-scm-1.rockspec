@@ -13,44 +13,32 @@ condition, and script what happens after boot. QEMU backend over QMP.]],
 }
 dependencies = {
   "lua >= 5.4",
+  "luafilesystem >= 1.8",
 }
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   JANSSON = { header = "jansson.h", library = "jansson" },
   LIBEDIT = { header = "editline/readline.h", library = "edit" },
 }
+-- The Makefile builds and installs, as `make install` does: the executable
+-- (bin/vmlua), the Lua modules and the core module. Objects go into the
+-- rock's own directory, never the checkout, and are removed after the
+-- install. On Debian (whose luarocks runs under Lua 5.1):
+--   luarocks --lua-version 5.4 make vmlua-scm-1.rockspec
+-- and, with luafilesystem from Debian's lua-filesystem, add --deps-mode=none.
 build = {
-  type = "builtin",
-  modules = {
-    ["vmlua.core"] = {
-      sources = {
-        "src/core.c", "src/loop.c", "src/handle.c", "src/host.c", "src/fs.c", "src/json.c",
-        "src/timer.c", "src/process.c", "src/stream.c", "src/signal.c", "src/caller.c",
-        "src/terminal.c", "src/editline.c", "src/interrupt.c", "src/lock.c", "src/guard.c",
-      },
-      defines = { "_GNU_SOURCE" },
-      libraries = { "uv", "jansson", "edit" },
-      incdirs = { "$(LIBUV_INCDIR)", "$(JANSSON_INCDIR)", "$(LIBEDIT_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(JANSSON_LIBDIR)", "$(LIBEDIT_LIBDIR)" },
-    },
-    ["vmlua"] = "lua/vmlua/init.lua",
-    ["vmlua.accel"] = "lua/vmlua/accel.lua",
-    ["vmlua.attach"] = "lua/vmlua/attach.lua",
-    ["vmlua.cli"] = "lua/vmlua/cli.lua",
-    ["vmlua.config"] = "lua/vmlua/config.lua",
-    ["vmlua.console"] = "lua/vmlua/console.lua",
-    ["vmlua.errors"] = "lua/vmlua/errors.lua",
-    ["vmlua.fields"] = "lua/vmlua/fields.lua",
-    ["vmlua.host"] = "lua/vmlua/host.lua",
-    ["vmlua.machine"] = "lua/vmlua/machine.lua",
-    ["vmlua.shell"] = "lua/vmlua/shell.lua",
-    ["vmlua.plan"] = "lua/vmlua/plan.lua",
-    ["vmlua.qemu"] = "lua/vmlua/qemu.lua",
-    ["vmlua.qmp"] = "lua/vmlua/qmp.lua",
-    ["vmlua.repl"] = "lua/vmlua/repl.lua",
-    ["vmlua.runtime"] = "lua/vmlua/runtime.lua",
-    ["vmlua.size"] = "lua/vmlua/size.lua",
-    ["vmlua.task"] = "lua/vmlua/task.lua",
-    ["vmlua.validate"] = "lua/vmlua/validate.lua",
+  type = "make",
+  build_target = "compile",
+  build_variables = {
+    BUILD = "$(PREFIX)/build",
+    CFLAGS = "$(CFLAGS)",
+  },
+  install_target = "install clean-build",
+  install_variables = {
+    BUILD = "$(PREFIX)/build",
+    PREFIX = "$(PREFIX)",
+    BINDIR = "$(BINDIR)",
+    LUADIR = "$(LUADIR)",
+    LIBDIR = "$(LIBDIR)",
   },
 }

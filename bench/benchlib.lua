@@ -2,7 +2,7 @@
 -- timed child processes, statistics, /proc readings, and cleanup of every
 -- process a benchmark started.
 local dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-local build = dir .. "/../build/"
+local build = dir .. "/../" .. (os.getenv("VMLUA_BUILD") or "build") .. "/" -- VMLUA_BUILD: another build tree
 package.path = build .. "share/lua/5.4/?.lua;" .. build .. "share/lua/5.4/?/init.lua;" .. package.path
 package.cpath = build .. "lib/lua/5.4/?.so;" .. package.cpath
 
@@ -12,7 +12,7 @@ local task = require "vmlua.task"
 
 local lib = { core = core, task = task, live = {}, pids = {} }
 lib.root = assert(core.realpath(dir .. "/.."))
-lib.vmlua = lib.root .. "/build/bin/vmlua"
+lib.vmlua = lib.root .. "/" .. (os.getenv("VMLUA_BUILD") or "build") .. "/bin/vmlua"
 lib.TICK = 100 -- USER_HZ: /proc/PID/stat counts CPU time in 1/100 s on Linux
 
 -- core.spawn, remembered until the process exits, so cleanup can end it.

@@ -1,8 +1,9 @@
 #!/bin/sh
 # The benchmarks (make bench): vmlua plan's start-up time, then boot to
 # prompt through vmlua against QEMU run directly, vmlua's footprint while
-# its guest idles, and console throughput through vmlua against QEMU
-# writing the console to a file. They print tables; they never fail on timing.
+# its guest idles, console throughput through vmlua against QEMU
+# writing the console to a file, and restore from a snapshot against a cold
+# boot. They print tables; they never fail on timing.
 set -eu
 cd "$(dirname "$0")/.."
 VMLUA=build/bin/vmlua
@@ -14,3 +15,6 @@ echo "== boot to prompt, and vmlua while its guest idles"
 echo
 echo "== console throughput: a guest flooding its console, through vmlua and to a file"
 "$VMLUA" bench/console.lua -n 3 -b 4M x86_64
+echo
+echo "== restore from a snapshot against a cold boot, to a shell that answers; the saved state's size"
+"$VMLUA" bench/restore.lua -n 5 x86_64

@@ -22,7 +22,7 @@ debs=$cache/debs
 # Modules to load, by name; their dependencies are added. Names that are
 # built into the kernel or missing on an arch (button on arm64) are skipped.
 modules="virtio_pci virtio_mmio virtio_blk virtio_net virtio_console
-	ext4 button evdev"
+	ext4 button evdev virtiofs"
 
 die() { echo "build-guests: $*" >&2; exit 1; }
 say() { echo "build-guests: $*" >&2; }

@@ -7,9 +7,12 @@ set -euo pipefail
 packages=(
   gcc make pkg-config                    # build
   liblua5.4-dev lua5.4 libuv1-dev libjansson-dev libedit-dev
+  lua-filesystem                         # directory walks (LuaFileSystem)
   lua-busted lua-check                   # tests and lint
-  qemu-system-x86 qemu-system-arm qemu-utils qemu-efi-aarch64 # the backend
+  lua-ldoc luarocks zsh                  # make doc; the rockspec and zsh completion specs
+  qemu-system-x86 qemu-system-arm qemu-utils qemu-efi-aarch64 ovmf # the backend, UEFI firmware
   busybox-static cpio e2fsprogs          # guests (scripts/build-guests.sh)
+  debootstrap openssh-client             # the Debian guest (scripts/build-debian.sh), vm:ssh
   valgrind                               # memory checks in CI
 )
 

@@ -165,12 +165,49 @@ static int l_isatty(lua_State *L) {
   return 1;
 }
 
+/* core.redirect_stdio(path) -> true | nil, err: stdin from /dev/null,
+ * stdout and stderr appended to path (made 0600), for a process that
+ * outlives its terminal. */
+static int l_redirect_stdio(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (in < 0) return fail(L, "/dev/null");
+  int out = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0600);
+  if (out < 0) {
+    close(in);
+    return fail(L, path);
+  }
+  fflush(stdout);
+  fflush(stderr);
+  int ok = dup2(in, 0) >= 0 && dup2(out, 1) >= 0 && dup2(out, 2) >= 0;
+  close(in);
+  close(out);
+  if (!ok) return fail(L, path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.exepath() -> the path of the running executable */
+static int l_exepath(lua_State *L) {
+  char exe[PATH_MAX];
+  size_t len = sizeof exe;
+  int err = uv_exepath(exe, &len);
+  if (err != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(err));
+    return 2;
+  }
+  lua_pushlstring(L, exe, len);
+  return 1;
+}
+
 void vmlua_open_fs(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"stat", l_stat},       {"can_open", l_can_open}, {"executable", l_executable},
       {"mkdir_private", l_mkdir_private}, {"create_file", l_create_file}, {"chmod", l_chmod}, {"realpath", l_realpath},
       {"cwd", l_cwd},         {"getpid", l_getpid},
       {"getuid", l_getuid},   {"alive", l_alive},       {"isatty", l_isatty},
+      {"redirect_stdio", l_redirect_stdio}, {"exepath", l_exepath},
       {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
   /* the longest path a Unix socket address holds, without its final NUL */

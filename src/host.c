@@ -1,6 +1,11 @@
 /* host.c: facts about the machine vmlua runs on. */
+#include <sys/socket.h>
 #include <sys/utsname.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core.h"
 
@@ -32,7 +37,41 @@ static int l_host(lua_State *L) {
   return 1;
 }
 
+/* core.port_free(address, port) -> true | nil, message, errno: whether a
+   TCP listener could bind the IPv4 address and port now, as QEMU's host
+   forward does (with SO_REUSEADDR, so a port in TIME_WAIT is free). */
+static int l_port_free(lua_State *L) {
+  const char *address = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  luaL_argcheck(L, port >= 1 && port <= 65535, 2, "not a port (1-65535)");
+  luaL_argcheck(L, inet_pton(AF_INET, address, &sa.sin_addr) == 1, 1, "not an IPv4 address");
+  sa.sin_port = htons((uint16_t)port);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int err = 0;
+  if (fd < 0) {
+    err = errno;
+  } else {
+    int one = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) err = errno;
+    close(fd);
+  }
+  if (err == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushstring(L, strerror(err));
+  lua_pushinteger(L, err);
+  return 3;
+}
+
 void vmlua_open_host(lua_State *L) {
   lua_pushcfunction(L, l_host);
   lua_setfield(L, -2, "host");
+  lua_pushcfunction(L, l_port_free);
+  lua_setfield(L, -2, "port_free");
 }

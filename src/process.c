@@ -2,7 +2,8 @@
  * The child gets its own session (a Ctrl-C on vmlua's terminal reaches
  * vmlua, not the child) and, on Linux, is sent SIGTERM if vmlua dies, so no
  * child is ever orphaned; unless spawned with guarded = true, for a child
- * that a guard (guard.c) ends more gently. Its output comes from two pipes or, with a pty,
+ * that a guard (guard.c) ends more gently, or with detached = true, for a
+ * child meant to outlive vmlua (an instance's keeper). Its output comes from two pipes or, with a pty,
  * from a new pseudo-terminal: then the child sees a real terminal, as under a
  * terminal emulator, and a Ctrl-C written to it reaches it as SIGINT. on_exit
  * runs once the child is reaped and its output drained, so it always sees
@@ -11,6 +12,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -18,6 +20,8 @@
 #include <termios.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #endif
 
@@ -40,6 +44,7 @@ struct process {
   pid_t pid;
   int status;     /* wait status once reaped */
   int reaped;
+  int detached;   /* closing the handle leaves the child running */
   int master;     /* the pty's master, -1 without a pty or once closed */
   output *out[2]; /* NULL once drained */
 };
@@ -114,17 +119,39 @@ static void on_sigchld(uv_signal_t *sig, int signum) {
   if (L != NULL) finish_if_done(L, p);
 }
 
+/* In the child: a private mount namespace in which dir, and every mount
+ * below it, is read-only (a read-only bind mount over itself); the host's
+ * mounts stay as they are. Without mount_setattr (Linux < 5.12) the bind is
+ * not recursive: mounts below dir are hidden rather than left writable.
+ * Returns 0, or -1 and errno. */
+static int readonly_view(const char *dir) {
+#ifdef __linux__
+  if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return -1;
+  if (mount(dir, dir, NULL, MS_BIND | MS_REC, NULL) < 0) return -1;
+  struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+  if (mount_setattr(AT_FDCWD, dir, AT_RECURSIVE, &attr, sizeof attr) == 0) return 0;
+  if (errno != ENOSYS || umount2(dir, MNT_DETACH) < 0 || mount(dir, dir, NULL, MS_BIND, NULL) < 0) return -1;
+  return mount(NULL, dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
+#else
+  (void)dir;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
 /* Runs in the child between fork and exec: only async-signal-safe calls.
  * With a pty, tty names its slave, which becomes the controlling terminal
- * and stdin, stdout and stderr; without, stdin is /dev/null. */
-static void exec_child(const char *file, char **argv, const char *tty, int out_fd, int err_fd,
-                       int report_fd, pid_t parent, int guarded) {
+ * and stdin, stdout and stderr; without, stdin is in_path (read-only) or
+ * /dev/null. With ro_dir, the child sees that directory read-only. */
+static void exec_child(const char *file, char **argv, const char *tty, const char *in_path, const char *ro_dir,
+                       int out_fd, int err_fd, int report_fd, pid_t parent, int guarded) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   for (int s = 1; s < NSIG; s++) /* even those vmlua's own parent ignored */
     if (s != SIGKILL && s != SIGSTOP) signal(s, SIG_DFL);
   if (setsid() < 0) goto fail;
+  if (ro_dir != NULL && readonly_view(ro_dir) < 0) goto fail;
 #ifdef __linux__
   if (!guarded) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -135,7 +162,7 @@ static void exec_child(const char *file, char **argv, const char *tty, int out_f
   (void)guarded;
 #endif
   /* the first tty a session leader opens becomes its controlling terminal */
-  int in_fd = tty ? open(tty, O_RDWR) : open("/dev/null", O_RDONLY);
+  int in_fd = tty ? open(tty, O_RDWR) : open(in_path ? in_path : "/dev/null", O_RDONLY);
   if (in_fd < 0) goto fail;
   if (tty != NULL) {
 #ifdef TIOCSCTTY
@@ -190,11 +217,15 @@ static void get_callback(lua_State *L, process *p, int slot, const char *name) {
   lua_pop(L, 1);
 }
 
-/* core.spawn{ file=, args={argv0, ...}, pty={rows=24, cols=80}, on_stdout=fn(data),
- *             on_stderr=fn(data), on_exit=fn(code, signal), guarded=false }
+/* core.spawn{ file=, args={argv0, ...}, pty={rows=24, cols=80}, stdin=PATH, readonly=DIR, on_stdout=fn(data),
+ *             on_stderr=fn(data), on_exit=fn(code, signal), guarded=false, detached=false }
  *   -> process | nil, err
  * With pty, everything the child prints comes through on_stdout. guarded:
- * no SIGTERM when vmlua dies (the caller starts a core.guard for it). */
+ * no SIGTERM when vmlua dies (the caller starts a core.guard for it).
+ * stdin: a file the child reads as its stdin (without a pty).
+ * readonly: a directory the child sees read-only, in a mount namespace of its
+ * own (Linux, root; what a read-only virtio-fs share runs in).
+ * detached: no SIGTERM either, and closing the handle does not kill it. */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "file");
@@ -213,7 +244,13 @@ static int l_spawn(lua_State *L) {
   struct winsize ws = {0};
   lua_getfield(L, 1, "guarded");
   int guarded = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  lua_getfield(L, 1, "detached");
+  int detached = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  lua_getfield(L, 1, "stdin"); /* stays on the stack, so the string lives until the fork */
+  const char *in_path = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "readonly"); /* on the stack too */
+  const char *ro_dir = luaL_optstring(L, -1, NULL);
   int on_pty = lua_getfield(L, 1, "pty") != LUA_TNIL;
   if (on_pty) {
     if (!lua_istable(L, -1)) return luaL_error(L, "spawn: pty must be a table {rows=, cols=}");
@@ -245,7 +282,8 @@ static int l_spawn(lua_State *L) {
   if (open_outputs(fd, on_pty ? &ws : NULL, tty, sizeof tty) || pipe2(report, O_CLOEXEC))
     err = errno;
   else if ((pid = fork()) == 0)
-    exec_child(file, argv, on_pty ? tty : NULL, fd[0][1], fd[1][1], report[1], parent, guarded);
+    exec_child(file, argv, on_pty ? tty : NULL, in_path, ro_dir, fd[0][1], fd[1][1], report[1], parent,
+               guarded || detached);
   else if (pid < 0)
     err = errno;
   close_fd(&fd[0][1]);
@@ -267,12 +305,37 @@ static int l_spawn(lua_State *L) {
     return 2;
   }
   p->pid = pid;
+  p->detached = detached;
   if (on_pty) p->master = fd[0][0];
   for (int slot = ON_STDOUT; slot <= ON_STDERR; slot++)
     if (fd[slot][0] >= 0) open_output(L, p, slot, fd[slot][0]);
   vmlua_handle_anchor(L, &p->h, self);
   lua_pushvalue(L, self);
   return 1;
+}
+
+/* core.exec(file, {argv0, ...}) -> nil, err: replaces vmlua with the
+ * program (`vmlua ssh` hands the terminal to ssh), with the signal
+ * dispositions and mask a program expects. */
+static int l_exec(lua_State *L) {
+  const char *file = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int argc = (int)lua_rawlen(L, 2);
+  luaL_argcheck(L, argc >= 1, 2, "needs at least argv[0]");
+  char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(argc + 1), 0);
+  for (int i = 0; i < argc; i++) {
+    lua_rawgeti(L, 2, i + 1);
+    argv[i] = (char *)luaL_checkstring(L, -1);
+    lua_pop(L, 1); /* the string stays alive in the table */
+  }
+  argv[argc] = NULL;
+  fflush(NULL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGPIPE, SIG_DFL);
+  execv(file, argv);
+  return push_error(L, strerror(errno));
 }
 
 static int p_pid(lua_State *L) {
@@ -325,10 +388,11 @@ static int p_running(lua_State *L) {
   return 1;
 }
 
-/* Closing a running process kills it first: a handle never leaks a child. */
+/* Closing a running process kills it first: a handle never leaks a child
+ * (but a detached one, which is meant to outlive vmlua). */
 static int p_close(lua_State *L) {
   process *p = check_process(L);
-  if (p->pid > 0 && !p->reaped) {
+  if (p->pid > 0 && !p->reaped && !p->detached) {
     kill(p->pid, SIGKILL);
     if (waitpid(p->pid, &p->status, 0) == p->pid) p->reaped = 1;
   }
@@ -358,4 +422,6 @@ void vmlua_open_process(lua_State *L) {
   vmlua_new_class(L, PROCESS, methods, meta);
   lua_pushcfunction(L, l_spawn);
   lua_setfield(L, -2, "spawn");
+  lua_pushcfunction(L, l_exec);
+  lua_setfield(L, -2, "exec");
 }

@@ -1,5 +1,6 @@
 /* stream.c: Unix-domain sockets (a listener vmlua owns, and its
- * connections), and a pair of FIFOs used as one stream. */
+ * connections), a pair of FIFOs used as one stream, and TCP connections
+ * (to a forwarded port: vmlua.wait_port). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -46,15 +47,17 @@ static uv_pipe_t *new_pipe(lua_State *L) {
   return uv;
 }
 
-/* Pushes a new stream userdata owning a fresh pipe handle. */
-static stream *push_stream(lua_State *L) {
+/* Pushes a new stream userdata owning uv, a fresh handle. */
+static stream *push_stream_of(lua_State *L, uv_handle_t *uv) {
   stream *s = lua_newuserdatauv(L, sizeof *s, 0);
   s->paused = 0;
   s->writer = NULL;
-  vmlua_handle_init(&s->h, (uv_handle_t *)new_pipe(L));
+  vmlua_handle_init(&s->h, uv);
   luaL_setmetatable(L, STREAM);
   return s;
 }
+
+static stream *push_stream(lua_State *L) { return push_stream_of(L, (uv_handle_t *)new_pipe(L)); }
 
 static void on_connection(uv_stream_t *listener, int status) {
   server *srv = listener->data;
@@ -136,6 +139,40 @@ static int l_connect(lua_State *L) {
   lua_pushvalue(L, 2);
   c->callback = luaL_ref(L, LUA_REGISTRYINDEX);
   uv_pipe_connect(&c->req, uv, path, on_connect);
+  return 0;
+}
+
+/* core.connect_tcp(address, port, fn(stream | nil, err)): connects to a
+ * numeric IPv4 or IPv6 address */
+static int l_connect_tcp(lua_State *L) {
+  const char *address = luaL_checkstring(L, 1);
+  int port = (int)luaL_checkinteger(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  luaL_argcheck(L, port > 0 && port < 65536, 2, "port out of range");
+  struct sockaddr_storage addr;
+  int rc = strchr(address, ':') ? uv_ip6_addr(address, port, (struct sockaddr_in6 *)&addr)
+                                : uv_ip4_addr(address, port, (struct sockaddr_in *)&addr);
+  if (rc != 0) return luaL_error(L, "connect_tcp: %s is not a numeric address", address);
+  connect_req *c = malloc(sizeof *c);
+  uv_tcp_t *uv = malloc(sizeof *uv);
+  if (c == NULL || uv == NULL) {
+    free(c);
+    free(uv);
+    return luaL_error(L, "out of memory");
+  }
+  uv_tcp_init(vmlua_loop(), uv);
+  stream *s = push_stream_of(L, (uv_handle_t *)uv);
+  vmlua_handle_anchor(L, &s->h, -1);
+  c->s = s;
+  lua_pushvalue(L, 3);
+  c->callback = luaL_ref(L, LUA_REGISTRYINDEX);
+  rc = uv_tcp_connect(&c->req, uv, (const struct sockaddr *)&addr, on_connect);
+  if (rc != 0) { /* the callback never comes */
+    luaL_unref(L, LUA_REGISTRYINDEX, c->callback);
+    vmlua_handle_close(L, &s->h);
+    free(c);
+    return uv_fail(L, rc);
+  }
   return 0;
 }
 
@@ -279,6 +316,28 @@ static int s_write(lua_State *L) {
 
 static void free_on_close(uv_handle_t *uv) { free(uv); }
 
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+/* stream:shutdown() -> true | nil, err: ends writing once what is queued is
+ * written, so the peer reads it all, then end of file; reading goes on. */
+static int s_shutdown(lua_State *L) {
+  stream *s = check_stream(L);
+  if (s->h.uv == NULL) return uv_fail(L, UV_EPIPE);
+  uv_stream_t *out = s->writer ? (uv_stream_t *)s->writer : (uv_stream_t *)s->h.uv;
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (req == NULL) return luaL_error(L, "out of memory");
+  int rc = uv_shutdown(req, out, on_shutdown);
+  if (rc != 0) {
+    free(req);
+    return uv_fail(L, rc);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int s_close(lua_State *L) {
   stream *s = check_stream(L);
   if (s->writer != NULL) {
@@ -327,7 +386,8 @@ void vmlua_open_stream(lua_State *L) {
       {"__gc", srv_close}, {"__close", srv_close}, {"__tostring", srv_tostring}, {NULL, NULL}};
   static const luaL_Reg stream_methods[] = {
       {"read", s_read},   {"write", s_write},   {"close", s_close},
-      {"pause", s_pause}, {"resume", s_resume}, {"finish", s_finish}, {NULL, NULL}};
+      {"pause", s_pause}, {"resume", s_resume}, {"finish", s_finish},
+      {"shutdown", s_shutdown}, {NULL, NULL}};
   static const luaL_Reg stream_meta[] = {
       {"__gc", s_close}, {"__close", s_close}, {"__tostring", s_tostring}, {NULL, NULL}};
   vmlua_new_class(L, SERVER, server_methods, server_meta);
@@ -336,6 +396,8 @@ void vmlua_open_stream(lua_State *L) {
   lua_setfield(L, -2, "listen");
   lua_pushcfunction(L, l_connect);
   lua_setfield(L, -2, "connect");
+  lua_pushcfunction(L, l_connect_tcp);
+  lua_setfield(L, -2, "connect_tcp");
   lua_pushcfunction(L, l_open_fifos);
   lua_setfield(L, -2, "open_fifos");
 }

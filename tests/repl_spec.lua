@@ -38,6 +38,27 @@ describe("vmlua.repl, without a terminal", function()
     assert.are.same({}, repl.complete(env, "nothing.", ""))
   end)
 
+  it("completes the names of running VMs after vmlua.attach(", function()
+    local runtime = require "vmlua.runtime"
+    local name = "repl-complete-" .. core.getpid()
+    local paths = runtime.paths(name)
+    assert(core.mkdir_private(runtime.root()))
+    assert(core.mkdir_private(paths.dir))
+    local f = assert(io.open(paths.status, "w"))
+    f:write(core.json_encode({ name = name, state = "running", vmlua = core.getpid() }))
+    f:close()
+    local lock = assert(core.lock(paths.lock)) -- this process runs it, as far as ls can tell
+    -- '-' breaks words, so the word is what follows the last one
+    local ok, result = pcall(repl.complete, {}, "comp", 'vmlua.attach("repl-')
+    local whole = repl.complete({}, "repl", "vmlua.attach '")
+    local missing = repl.complete({}, "comp", 'print("repl-')
+    runtime.remove(paths, lock)
+    assert(ok, result)
+    assert.are.same({ "complete-" .. core.getpid() }, result)
+    assert.are.same({ name }, whole)
+    assert.are.same({}, missing)
+  end)
+
   it("tells an incomplete chunk from a wrong one", function()
     assert.is_function(repl.compile("1 + 1"))
     assert.is_function(repl.compile("x = 1"))
@@ -230,6 +251,21 @@ local vm = vmlua.vm { name = "repl-%d", arch = "x86_64", memory = "256M",
     term:expect(string.format("vm repl-%d (stopped, x86_64)", core.getpid()))
   end)
 
+  it("has help() and help \"start\", and vmlua.vms() for a VM no local names", function()
+    helpers.fixtures(dir)
+    start { "-i", helpers.write(dir .. "/unbound.lua", string.format('local vmlua = require "vmlua"\n' ..
+      'vmlua.vm { name = "unbound", arch = "x86_64", boot = vmlua.linux { kernel = %q } }\n', dir .. "/vmlinuz")) }
+    term:line("help()")
+    term:expect("vm:start([opts])")
+    term:expect("> ")
+    term:line('help "start"')
+    term:expect("vm:start([opts])")
+    term:expect("  Starts QEMU and returns when the guest runs")
+    term:expect("> ")
+    term:line("vmlua.vms()[1]")
+    term:expect("vm unbound (stopped, x86_64)")
+  end)
+
   it("reads plain lines when stdin is not a terminal", function()
     local out = ""
     local done
@@ -303,7 +339,8 @@ vmlua.vm { name = "only-%d", arch = "x86_64", memory = "256M",
     term:send("echo typed-$((6*7))" .. K.enter)
     term:expect("typed-42")
     term:send(K.ctrl_bracket)
-    term:expect(string.format("detached from vm only-%d", core.getpid()))
+    term:expect(string.format("detached from only-%d; stopping it", core.getpid()))
+    term:expect(string.format("stopped vm only-%d (graceful", core.getpid()))
     assert.are.equal(0, term:wait_exit(60))
   end)
 end)

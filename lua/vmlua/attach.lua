@@ -52,7 +52,9 @@ end
 
 -- vm:console(): attaches the terminal to the console until Ctrl-] (or the
 -- VM's end). The VM's console stream and buffer are vm.serial.
-function attach.console(self)
+-- opts.stops: the caller stops the VM when the user detaches (vmlua FILE
+-- of a file that only defines it), and the detach line says so.
+function attach.console(self, opts)
   if machine.dry_run then return end
   if self.state ~= "running" and self.state ~= "paused" then
     errors.raise(self:_failure("cannot attach to the console: it is " .. self.state), 2)
@@ -76,7 +78,8 @@ function attach.console(self)
   io.stdout:flush()
   assert(term:raw())
   -- Show the line the guest is on (its prompt, usually) as a reattached
-  -- terminal would.
+  -- terminal would: its text only, since the terminal would answer a query
+  -- in it (ESC[6n) to a guest that no longer waits for the answer.
   local partial = con.tail:match("[^\n]*$")
   io.stdout:write(partial)
   io.stdout:flush()
@@ -88,7 +91,9 @@ function attach.console(self)
   con.tee = nil
   term:restore()
   io.stdout:write("\n")
-  if why == "detached" then
+  if why == "detached" and opts and opts.stops then
+    io.stdout:write("vmlua: detached from ", self.name, "; stopping it\n")
+  elseif why == "detached" then
     io.stdout:write("vmlua: detached from ", tostring(self), "\n")
   elseif why == "ended" then
     io.stdout:write("vmlua: ", tostring(self), " ended", self.reason and (": " .. self.reason) or "",

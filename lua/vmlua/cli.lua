@@ -3,6 +3,7 @@
 local core = require "vmlua.core"
 local errors = require "vmlua.errors"
 local machine = require "vmlua.machine"
+local notice = require "vmlua.notice"
 local task = require "vmlua.task"
 
 local cli = {}
@@ -10,21 +11,34 @@ local cli = {}
 local USAGE = [=[
 usage: vmlua [options] [FILE [args]]
        vmlua plan [--json] FILE [args]
+       vmlua ls [--json] | start NAME | stop NAME [--force] [--timeout S]
+       vmlua attach NAME | ssh NAME [COMMAND...] | rm NAME [--force]
 Run FILE, a VM definition or script; with no FILE, start an interactive prompt.
-  -e STAT   run the Lua statement STAT
+  -e STAT   run the Lua statement STAT (the global vmlua is the module)
   -l MOD    require MOD into global MOD (-l g=MOD: into global g)
   -i        enter the interactive prompt after running FILE
-  -v        print the version
+  -q        quiet: no notices (only errors)
+  -v, --version  print the version
+  -h, --help     print this help
   --        stop handling options
   -         run standard input
+Commands (each takes --help):
   plan      print the resolved VM(s) and QEMU command lines; start nothing
-  --help    print this help]=]
+  ls        list running VMs and detached instances
+  start     start a stopped detached instance again
+  stop      stop a running VM (--force: at once; --timeout S: then force)
+  attach    attach this terminal to a VM's console (Ctrl-] detaches)
+  ssh       log in to a VM, or run a command there, with ssh
+  rm        forget a stopped instance (--force: stop it first)
+Environment: VMLUA_DEBUG=qmp shows the QMP traffic; VMLUA_RUNTIME_DIR,
+VMLUA_CACHE, VMLUA_ACCEL and the rest are in vmlua(1). At the prompt: help().]=]
 
 local failed = false
 
 local function report(message)
   failed = true
-  io.stderr:write("vmlua: ", tostring(message), "\n")
+  -- an error may carry console lines: never the guest's escape sequences
+  io.stderr:write("vmlua: ", require("vmlua.console").printable(tostring(message)), "\n")
   io.stderr:flush()
 end
 
@@ -49,6 +63,8 @@ local function parse(argv)
       i = i + 2
     elseif a == "-i" then
       opts.interactive, i = true, i + 1
+    elseif a == "-q" then
+      notice.quiet, i = true, i + 1
     elseif a == "-v" then
       opts.version, i = true, i + 1
     elseif a == "--help" or a == "-h" then
@@ -74,9 +90,9 @@ end
 local function run_actions(actions)
   for _, action in ipairs(actions) do
     local flag, value = action[1], action[2]
-    if flag == "-e" then
-      local chunk, err = load(value, "=(command line)")
-      if not chunk then error(err, 0) end
+    if flag == "-e" then -- with the prompt's globals (vmlua, help)
+      local chunk, err = load(value, "=(command line)", "t", require("vmlua.repl").environment())
+      if not chunk then errors.raise(err) end
       chunk()
     else
       local name, mod = value:match("^([^=]+)=(.+)$")
@@ -86,9 +102,19 @@ local function run_actions(actions)
   end
 end
 
+local COMMANDS = { "plan", "ls", "start", "stop", "attach", "rm" }
+
 local function load_script(script)
   local chunk, err = loadfile(script ~= "-" and script or nil)
-  if not chunk then errors.raise(err) end -- one line, as lua says it
+  if not chunk then -- one line, as lua says it; `vmlua list` may have meant a command
+    local near
+    for _, command in ipairs(script:find("[./]") and {} or COMMANDS) do
+      if command:sub(1, 1) == script:sub(1, 1) and require("vmlua.fields").distance(script, command) <= 2 then
+        near = command
+      end
+    end
+    errors.raise(near and string.format('%s (did you mean "vmlua %s"?)', err, near) or err)
+  end
   return chunk
 end
 
@@ -123,6 +149,9 @@ local function run_main(fn, watcher)
       report(err)
       machine.stop_all(false, 5)
     end
+    -- instances the script attached to run on without it
+    local client = package.loaded["vmlua.instance.client"]
+    if client then client.release_all() end
   end)
   core.run()
   return ok
@@ -191,14 +220,13 @@ local function boot_defined()
   local attach = #machine.defined == 1 and core.isatty(0) and core.isatty(1)
   for _, vm in ipairs(machine.defined) do
     if not attach then vm.config.console.stdio = true end
-    io.stderr:write("vmlua: booting ", vm.name,
-                    attach and " (Ctrl-] detaches and stops it)\n" or " (Ctrl-C stops it)\n")
+    notice.say("booting " .. vm.name .. (attach and " (Ctrl-] detaches and stops it)" or " (Ctrl-C stops it)"))
     vm:start()
   end
   if attach then
     local vm = machine.defined[1]
-    vm:console()
-    if vm:can_stop() then vm:stop() end
+    require("vmlua.attach").console(vm, { stops = true }) -- "detached from dev; stopping it"
+    if vm:can_stop() then vm:stop() end -- "stopped vm dev ...", or forced, announced
   end
   for _, vm in ipairs(machine.defined) do vm:wait("stopped") end
 end
@@ -213,6 +241,14 @@ local function plan_command(argv)
     return 2
   end
   machine.dry_run, task.dry_run = true, true
+  -- plan starts nothing, the script's own commands included
+  local execute, popen = os.execute, io.popen
+  local function refuse(name)
+    return function()
+      errors.raise(name .. ": vmlua plan does not run commands; run the file itself (vmlua " .. script .. ")", 2)
+    end
+  end
+  os.execute, io.popen = refuse("os.execute"), refuse("io.popen") -- luacheck: ignore 122
   _G.arg = make_arg(argv, i)
   -- What the script prints goes to stderr: stdout carries only the plan.
   local stdout, print_ = io.stdout, print
@@ -225,6 +261,7 @@ local function plan_command(argv)
   local ok = run_main(function() load_script(script)(script_args(argv, i)) end)
   io.output(stdout)
   _G.print = print_
+  os.execute, io.popen = execute, popen -- luacheck: ignore 122
   if not ok then return 1 end
   if #machine.defined == 0 then
     report(script .. " defines no VM")
@@ -251,7 +288,19 @@ end
 
 function cli.main(argv)
   task.report = report
+  machine.announce_stops = true -- vm:stop() says how it went, on stderr
+  local instances = require "vmlua.cli.instances"
+  if argv[1] == "-q" and (argv[2] == "plan" or instances.is_command(argv[2])) then
+    notice.quiet = true -- vmlua -q COMMAND ...
+    table.remove(argv, 1)
+  end
   if argv[1] == "plan" then return plan_command(argv) end
+  if argv[1] == "keeper" then return require("vmlua.instance.keeper").main(argv[2]) end
+  if instances.is_command(argv[1]) then
+    local code
+    local ok = run_main(function() code = instances.run(argv[1], { table.unpack(argv, 2) }) end)
+    return ok and code or 1
+  end
   local opts, err = parse(argv)
   if not opts then
     report(err .. "\n" .. USAGE)
@@ -280,7 +329,7 @@ function cli.main(argv)
       end
       local any_started = false
       for _, vm in ipairs(machine.defined) do
-        if vm.state ~= "stopped" or vm.process then any_started = true end
+        if vm.state ~= "stopped" or vm.process or vm.remote then any_started = true end
       end
       if not any_started and #machine.defined > started and not opts.interactive then
         boot_defined()
@@ -293,7 +342,10 @@ function cli.main(argv)
   report_failed_vms()
   if ok and (opts.interactive or (not opts.script and #opts.actions == 0 and not opts.version)) then
     -- The prompt stops the VMs still running when it ends, and says so.
-    require("vmlua.repl").run { report = report, version = version(), locals = locals }
+    -- Piped input that raised an error fails the run, as `lua -` does.
+    if not require("vmlua.repl").run { report = report, version = version(), locals = locals } then
+      failed = true
+    end
   end
   for _, s in ipairs(signals) do s:close() end
   return interrupted or ((failed or not ok) and 1 or 0)

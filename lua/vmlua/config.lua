@@ -1,14 +1,17 @@
 -- The configuration model: the constructors users call (vmlua.linux,
--- vmlua.efi, vmlua.disk, vmlua.nat, vmlua.console), vmlua.vm's spec, and
+-- vmlua.efi, vmlua.disk, vmlua.nat, vmlua.share, vmlua.console), vmlua.vm's spec, and
 -- the normalized VM configuration the backend and life cycle read:
 --
 --   { name=, arch=, accel="kvm"|"hvf"|"tcg"|nil, accel_by="accel"|"VMLUA_ACCEL"|nil,
 --     cpus=, memory= (bytes),
 --     boot = { kind="linux", kernel=, initrd=|nil, cmdline={...}, where= }
 --          | { kind="efi", firmware=|nil, vars=|nil, where= } | nil,
---     disks = { { kind="disk", path=, format="raw"|"qcow2", readonly=, where= }, ... },
+--     disks = { { kind="disk", path=, format="raw"|"qcow2", readonly=, size=|nil, base=|nil,
+--                 ephemeral=, where= }, ... },
 --     net = { { kind="nat", forward={ {host=, guest=, address=}, ... }, where= }, ... },
+--     shares = { { kind="share", host=, tag=, readonly=, where= }, ... },
 --     console = { kind="console", log=|nil, stdio=, where= },
+--     reboot = false, qemu = { extra QEMU arguments, unchecked },
 --     where = { source=, short=, line= } }
 --
 -- Defaults: name = the defining file's basename, arch = the host's, cpus = 1,
@@ -139,23 +142,52 @@ end)
 
 local formats = { raw = true, qcow2 = true }
 
--- vmlua.disk { path = PATH, format = "raw"|"qcow2", readonly = false }
--- The format defaults to qcow2 for a ".qcow2" file and raw otherwise.
+-- vmlua.disk { path = PATH, format = "raw"|"qcow2", readonly = false,
+--              size = "8G", base = PATH, ephemeral = false }
+-- The format defaults to qcow2 for a ".qcow2" file or one with a base, and
+-- raw otherwise. What size, base and ephemeral do is disks.lua's.
 config.disk = fields.entry(function(where, spec)
   spec_table(spec, where, "disk", '{ path = "root.img" }')
-  fields.check(spec, { "path", "format", "readonly" }, where, "vmlua.disk")
+  fields.check(spec, { "path", "format", "readonly", "size", "base", "ephemeral" }, where, "vmlua.disk")
   local path = path_field(where, "path", spec.path, true)
+  local base = path_field(where, "base", spec.base)
   local format = spec.format
   if format == nil then
-    format = path:lower():match("%.qcow2$") and "qcow2" or "raw"
+    format = (base or path:lower():match("%.qcow2$")) and "qcow2" or "raw"
   elseif not formats[format] then
     fail(where, "format", "%s is not a disk format; expected \"raw\" or \"qcow2\"",
       type(format) == "string" and string.format("%q", format) or describe(format))
+  elseif base and format ~= "qcow2" then
+    fail(where, "format", 'a disk with a base is a qcow2 overlay, not %s; drop format or give "qcow2"', format)
+  end
+  local readonly = bool_field(where, "readonly", spec.readonly, false)
+  local ephemeral = bool_field(where, "ephemeral", spec.ephemeral, false)
+  local bytes
+  if spec.size ~= nil then
+    local err
+    bytes, err = size.check(spec.size)
+    if not bytes then fail(where, "size", err) end
+    if bytes == 0 or bytes % 512 ~= 0 then
+      fail(where, "size", "%s is not a whole number of 512-byte sectors (at least one)", describe(spec.size))
+    end
+  end
+  if base == path then fail(where, "base", "%s is the disk's own path; a base is another image", base) end
+  if readonly and bytes then
+    fail(where, "size", "a read-only disk is never created or grown; drop size or readonly")
+  elseif readonly and base then
+    fail(where, "base", "a disk made from a base is an overlay for the guest to write; drop readonly, "
+      .. "or give the base itself as a read-only disk")
+  elseif readonly and ephemeral then
+    fail(where, "ephemeral", "a read-only disk is never written, so there is nothing to throw away; "
+      .. "drop ephemeral or readonly")
   end
   return object("disk", where, {
     path = path,
     format = format,
-    readonly = bool_field(where, "readonly", spec.readonly, false),
+    readonly = readonly,
+    size = bytes,
+    base = base,
+    ephemeral = ephemeral,
   })
 end)
 
@@ -200,6 +232,48 @@ config.nat = fields.entry(function(where, spec)
   table.sort(forward, function(a, b) return a.host < b.host end)
   return object("nat", where, { forward = forward })
 end)
+
+-- vmlua.share { host = DIR, tag = "src", readonly = false }
+-- A host directory the guest mounts by its tag (mount -t virtiofs TAG DIR);
+-- qemu/virtiofsd.lua serves it. A tag is what fstab and mount take as the
+-- device: 1 to 36 letters, digits, '.', '_' or '-'.
+config.share = fields.entry(function(where, spec)
+  spec_table(spec, where, "share", '{ host = ".", tag = "src" }')
+  fields.check(spec, { "host", "tag", "readonly" }, where, "vmlua.share")
+  if spec.host == nil then fail(where, "host", "missing; give the host directory to share") end
+  local tag = spec.tag
+  if tag == nil then
+    fail(where, "tag", 'missing; give the name the guest mounts it by, e.g. tag = "src"')
+  elseif type(tag) ~= "string" then
+    fail(where, "tag", "expected a string, got %s", describe(tag))
+  elseif not tag:match("^[%w._-]+$") or #tag > 36 then
+    fail(where, "tag", "%q is not a tag: use 1 to 36 letters, digits, '.', '_' or '-'", tag)
+  end
+  return object("share", where, {
+    host = path_field(where, "host", spec.host),
+    tag = tag,
+    readonly = bool_field(where, "readonly", spec.readonly, false),
+  })
+end)
+
+-- qemu = { "-device", "..." }: arguments appended to QEMU's, as given.
+local function qemu_field(where, v)
+  if v == nil then return {} end
+  if type(v) ~= "table" or config.is(v) or not fields.is_list(v) then
+    fail(where, "qemu", 'expected a list of strings such as { "-device", "virtio-rng-pci" }, got %s',
+      type(v) == "table" and not config.is(v) and "a table with named keys" or describe(v))
+  end
+  local list = {}
+  for i, arg in ipairs(v) do
+    if type(arg) ~= "string" then
+      fail(where, string.format("qemu[%d]", i), "expected a string, got %s", describe(arg))
+    elseif arg:find("\0", 1, true) then
+      fail(where, string.format("qemu[%d]", i), "contains a NUL byte")
+    end
+    list[i] = arg
+  end
+  return list
+end
 
 -- vmlua.console { log = PATH } | vmlua.console "stdio" | vmlua.console { stdio = true }
 -- Without a log, the console is logged in the VM's runtime directory.
@@ -292,7 +366,8 @@ local function default_name(where)
   return base
 end
 
-local VM_FIELDS = { "name", "arch", "accel", "cpus", "memory", "boot", "disks", "net", "console" }
+local VM_FIELDS = { "name", "arch", "accel", "cpus", "memory", "boot", "disks", "net", "console", "ssh",
+                    "shares", "reboot", "qemu" }
 
 config.accels = { "kvm", "hvf", "tcg" }
 
@@ -395,12 +470,16 @@ function config.vm(spec, level)
     boot = boot_field(where, spec.boot, arch),
     disks = devices(where, "disks", spec.disks, "disk", "vmlua.disk"),
     net = devices(where, "net", spec.net, "nat", "vmlua.nat"),
+    shares = devices(where, "shares", spec.shares, "share", "vmlua.share"),
     console = console,
+    reboot = bool_field(where, "reboot", spec.reboot, false),
+    qemu = qemu_field(where, spec.qemu),
+    ssh = require("vmlua.ssh").field(where, spec.ssh),
     where = where,
   }
 end
 
--- config.add(cfg, device, level): appends a disk or a NAT device; `level`
+-- config.add(cfg, device, level): appends a disk, a NAT device or a share; `level`
 -- as for config.vm.
 function config.add(cfg, device, level)
   local where = where_of(level)
@@ -408,13 +487,35 @@ function config.add(cfg, device, level)
     cfg.disks[#cfg.disks + 1] = copy(device)
   elseif config.is(device, "nat") then
     cfg.net[#cfg.net + 1] = copy(device)
+  elseif config.is(device, "share") then
+    cfg.shares[#cfg.shares + 1] = copy(device)
   elseif config.is(device) then
     local field = device.kind == "console" and "console" or "boot"
     fail(where, "add", "a %s is not a device to add; set it with vmlua.vm{ %s = ... }", device.kind, field)
   else
-    fail(where, "add", "expected a device made by vmlua.disk{...} or vmlua.nat{...}, got %s",
+    fail(where, "add", "expected a device made by vmlua.disk{...}, vmlua.nat{...} or vmlua.share{...}, got %s",
       describe(device))
   end
+  return cfg
+end
+
+-- A resolved configuration as JSON, and back: an instance's keeper and a
+-- snapshot rebuild the VM from it. Lists that JSON cannot tell from
+-- objects when empty come back as lists.
+function config.encode(cfg)
+  return core.json_encode(cfg)
+end
+
+function config.decode(text)
+  local cfg, err = core.json_decode(text)
+  if type(cfg) ~= "table" then return nil, "not a VM configuration: " .. tostring(err) end
+  for _, key in ipairs { "name", "arch", "cpus", "memory", "console" } do
+    if cfg[key] == nil then return nil, "not a VM configuration: no " .. key end
+  end
+  cfg.disks, cfg.net, cfg.shares, cfg.qemu = cfg.disks or {}, cfg.net or {}, cfg.shares or {}, cfg.qemu or {}
+  for _, n in ipairs(cfg.net) do n.forward = n.forward or {} end
+  if cfg.boot and cfg.boot.kind == "linux" then cfg.boot.cmdline = cfg.boot.cmdline or {} end
+  cfg.cpus, cfg.memory = math.tointeger(cfg.cpus), math.tointeger(cfg.memory)
   return cfg
 end
 

@@ -150,12 +150,54 @@ function console.pattern(p)
   return info
 end
 
+-- Console text made safe to show on a terminal (messages, errors, the
+-- prompt, vm.serial views, a "stdio" console): escape sequences (CSI, OSC,
+-- DCS and two-byte ones) are dropped, so that a guest's ESC[6n can never
+-- make the terminal type its answer into the user's input; a line is what
+-- follows its last carriage return; other control bytes show as ^X.
+-- Printable text, newlines and tabs stay. Only vm:console() passes the
+-- guest's bytes through as they are.
+function console.printable(s)
+  s = s:gsub("\27%[[\48-\63]*[\32-\47]*[\64-\126]", "")    -- CSI: ESC [ params final
+       :gsub("\27[%]P_^X][^\7\27]*\7", "")                  -- OSC and strings, ended by BEL
+       :gsub("\27[%]P_^X][^\27]*\27\\", "")                -- ... or by ESC \\
+       :gsub("\27[\32-\47]*[\48-\126]", "")                 -- ESC c, ESC ( B, ESC 7, ...
+       :gsub("\194[\128-\159]", "")                        -- C1 controls (UTF-8)
+       :gsub("\r+\n", "\n")
+       :gsub("[^\n]*\r", "")
+       :gsub("[%c]", function(c)
+         if c == "\n" or c == "\t" then return c end
+         return "^" .. string.char(c:byte() ~ 64)
+       end)
+  return s
+end
+
+-- A printable() for a stream: returns fn(data) -> text, which holds back
+-- an escape sequence cut off at the end of a chunk until the rest comes.
+function console.printer()
+  local held = ""
+  return function(data)
+    data = held .. data
+    held = ""
+    local at = data:find("[\27\194][^\27\194]*$")
+    if at then
+      local rest = data:sub(at)
+      if #rest < 256 and (rest == "\27" or rest == "\194" or rest:find("^\27%[[\48-\63]*[\32-\47]*$")
+                          or rest:find("^\27[%]P_^X][^\7]*$") or rest:find("^\27[\32-\47]+$")) then
+        held, data = rest, data:sub(1, at - 1)
+      end
+    end
+    return console.printable(data)
+  end
+end
+
 -- opts: log (path), stdio (boolean), rotate (bytes: the log is a scratch
 -- file that moves to LOG.1 at this size, and LOG.1 goes when the console
 -- closes; the runtime directory's log, which goes with the VM)
 function console.new(opts)
   local self = setmetatable({ recent = queue(), pending = queue(), keep = 0, changed = task.condition(),
                               stdio = opts.stdio, log_path = opts.log, rotate = opts.rotate }, console.Console)
+  if opts.stdio then self.printer = console.printer() end
   if opts.log then
     local existed = core.stat(opts.log)
     self.log = assert(io.open(opts.log, "ab"))
@@ -169,9 +211,11 @@ end
 
 local Console = {}
 console.Console = Console
--- `tail`: the recent output as one string (for messages and vm:console()).
+-- `tail`: the recent output as one string, printable (for messages and
+-- the line vm:console() shows on attach); `raw_tail`: as the guest wrote it.
 Console.__index = function(self, key)
-  if key == "tail" then return self.recent:text(self.recent.start) end
+  if key == "tail" then return console.printable(self.recent:text(self.recent.start)) end
+  if key == "raw_tail" then return self.recent:text(self.recent.start) end
   return Console[key]
 end
 
@@ -234,10 +278,19 @@ function Console:_write_log(data)
   self.log_size = 0
 end
 
+-- fn(data) gets every byte of output from now on (a client of the VM's
+-- console socket); returns a function that stops it.
+function Console:watch(fn)
+  self.watchers = self.watchers or {}
+  self.watchers[fn] = true
+  return function() self.watchers[fn] = nil end
+end
+
 function Console:_output(data)
   if self.log then self:_write_log(data) end
+  for fn in pairs(self.watchers or {}) do fn(data) end
   if self.tee then self.tee(data) -- a terminal attached by vm:console()
-  elseif self.stdio then io.stdout:write(data) io.stdout:flush() end
+  elseif self.stdio then io.stdout:write(self.printer(data)) io.stdout:flush() end
   local recent, pending = self.recent, self.pending
   recent:push(data)
   if recent:size() > 2 * console.TAIL_BYTES then recent:drop(recent.stop - console.TAIL_BYTES) end
@@ -264,11 +317,11 @@ function Console:close()
   if self.rotate then os.remove(self.log_path .. ".1") end
 end
 
--- The last n lines of output, with carriage returns removed; a line longer
--- than console.LINE_BYTES keeps its end.
+-- The last n lines of output, printable (see console.printable); a line
+-- longer than console.LINE_BYTES keeps its end.
 function Console:last_lines(n)
   local lines = {}
-  for line in (self.tail:gsub("\r", "") .. "\n"):gmatch("([^\n]*)\n") do
+  for line in (self.tail .. "\n"):gmatch("([^\n]*)\n") do
     if #line > console.LINE_BYTES then line = "..." .. line:sub(-console.LINE_BYTES) end
     lines[#lines + 1] = line
   end

@@ -1,22 +1,118 @@
--- vmlua: define, boot and drive virtual machines from Lua.
+--- vmlua: define, boot and drive virtual machines from Lua.
+-- @module vmlua
 local config = require "vmlua.config"
+local errors = require "vmlua.errors"
+local fields = require "vmlua.fields"
 local machine = require "vmlua.machine"
 local task = require "vmlua.task"
 
 local vmlua = {
+  --- vmlua's version, a string ("0.1.0").
   version = "0.1.0",
+  --- What this host has: `{ cpus=, memory= (bytes), arch=, os=, accels= }`.
+  -- `accels` lists what runs guests here ("kvm" only if QEMU ran under it, probed; "tcg").
   host = require("vmlua.host").facts(),
+  --- A size in bytes, from a number of bytes or a string ("512M", "2G", "1.5GiB").
+  -- @function size
+  -- @tparam number|string size the size
+  -- @treturn integer bytes
   size = require("vmlua.size").parse,
+  --- Defines a VM; fails at the caller's line if a field is wrong. See the README's Configuration.
+  -- @function vm
+  -- @tparam table spec `name`, `arch`, `accel`, `cpus`, `memory`, `boot`, `disks`, `net`, `shares`, `console`,
+  -- `reboot` (a guest's reboot restarts it rather than ending the VM), `qemu` (extra QEMU arguments, unchecked)
+  -- @treturn VM the VM, stopped
   vm = machine.new,
+  --- A VM rebuilt from a snapshot (vm:save) and restored: it runs where it was saved.
+  -- @function restore
+  -- @tparam string path the snapshot's directory
+  -- @tparam[opt] table opts `name`, `ephemeral` (writes go to a throw-away overlay: a clone)
+  -- @treturn VM the VM, running
+  restore = require("vmlua.snapshot").restore,
+  --- Direct Linux boot: a kernel, an initrd and a command line.
+  -- @function linux
+  -- @tparam table spec `kernel`, `initrd`, `cmdline` (a list), `firmware` (a path, or false)
   linux = config.linux,
+  --- Boot through UEFI firmware, from the disks.
+  -- @function efi
+  -- @tparam[opt] table spec `firmware`, `vars`
   efi = config.efi,
+  --- A disk: an image file (raw or qcow2) or a block device.
+  -- @function disk
+  -- @tparam table spec `path`, `format`, `readonly`, `size`, `base`, `ephemeral`
   disk = config.disk,
+  --- User-mode NAT networking, with host ports forwarded to the guest.
+  -- @function nat
+  -- @tparam[opt] table spec `forward` ({ [host port] = guest port }), `address` (default 127.0.0.1)
   nat = config.nat,
+  --- A host directory shared with the guest through virtio-fs; the guest mounts it by its tag
+  -- (`mount -t virtiofs TAG /mnt`). Needs root and QEMU's virtiofsd.
+  -- @function share
+  -- @tparam table spec `host` (a directory), `tag` (1 to 36 letters, digits, '.', '_', '-'), `readonly`
+  share = config.share,
+  --- The serial console: logged to a file, or shown on the terminal ("stdio").
+  -- @function console
+  -- @tparam table|string spec `{ log = PATH }`, or "stdio"
   console = config.console,
+  --- Runs fn as a task after a delay; returns the timer (timer:stop() cancels it).
+  -- @function after
+  -- @tparam number seconds the delay
+  -- @tparam function fn what to run
   after = task.after,
+  --- Runs fn as a task every `seconds` until the timer is stopped.
+  -- @function every
+  -- @tparam number seconds the period
+  -- @tparam function fn what to run
   every = task.every,
+  --- Waits without blocking the event loop: other VMs, timers and consoles go on.
+  -- @function sleep
+  -- @tparam number seconds how long
   sleep = task.sleep,
+  --- Runs fn(...) as a task at once (it may wait, as a script does); returns its coroutine.
+  -- @function spawn
+  -- @tparam function fn what to run
+  -- @param ... its arguments
   spawn = task.spawn,
+  --- Drives an instance that another vmlua runs (`vm:start{detach=true}`), as a VM object.
+  -- @function attach
+  -- @tparam string name the instance's name
+  -- @treturn VM
+  attach = function(name) return require("vmlua.instance.client").attach(name) end,
+  --- The instances there are, running or kept, as `vmlua ls` lists them (its JSON, as tables).
+  -- @function instances
+  -- @treturn {table,...} a status for each: `name`, `state`, `pid` and more
+  instances = function() return require("vmlua.instance.store").list() end,
+  --- A path relative to the file that calls it, as relative paths in a definition are; for io.open and
+  -- the like, which resolve against the current directory. An absolute path, or `~/...`, is kept.
+  -- @function here
+  -- @tparam string path a path ("scratch.img")
+  -- @treturn string the absolute path (the current directory's when the caller has no file, as at the prompt)
+  here = fields.entry(function(where, path)
+    if type(path) ~= "string" or path == "" then
+      errors.raise(string.format("%s: here: expected a path (a string), got %s", fields.location(where),
+                                 path == "" and "an empty string" or fields.describe(path)))
+    end
+    return fields.resolve(where, path)
+  end),
+  --- Runs a host command without blocking the loop (consoles are read meanwhile); no shell.
+  -- @function exec
+  -- @tparam {string,...} argv the command and its arguments; argv[1] is looked up on PATH
+  -- @tparam[opt] table opts `timeout` (seconds; the command is killed and exec raises), `stdin` (a file)
+  -- @treturn string its standard output
+  -- @treturn integer its exit status (128 + the signal's number if a signal ended it)
+  -- @treturn string its standard error
+  exec = function(argv, opts) return require("vmlua.exec").run(argv, opts) end,
+  --- Waits until a TCP port accepts connections (and, with `banner`, sends what matches it).
+  -- @function wait_port
+  -- @tparam string address a numeric address ("127.0.0.1")
+  -- @tparam integer port the port
+  -- @tparam[opt] table opts `timeout` (seconds, default 60), `banner` (a Lua pattern, "^SSH%-" for sshd)
+  -- @treturn boolean true; raises when the timeout passes first
+  wait_port = function(address, port, opts) return require("vmlua.exec").wait_port(address, port, opts) end,
+  --- Every VM this session has defined, in order (a VM that no local names too).
+  -- @function vms
+  -- @treturn {VM,...}
+  vms = function() return table.move(machine.defined, 1, #machine.defined, 1, {}) end,
 }
 
 return vmlua

@@ -1,16 +1,20 @@
--- The VM object: a validated configuration and a life cycle modelled on
+--- The VM object: a validated configuration and a life cycle modelled on
 -- VZVirtualMachine: observable states, and operations that are allowed only
 -- in some of them. The QEMU process is driven over QMP.
+-- @module vmlua.machine
 local core = require "vmlua.core"
 local config = require "vmlua.config"
 local console = require "vmlua.console"
+local disks = require "vmlua.disks"
 local errors = require "vmlua.errors"
 local fields = require "vmlua.fields"
 local qemu = require "vmlua.qemu"
 local qmp = require "vmlua.qmp"
 local runtime = require "vmlua.runtime"
+local server = require "vmlua.instance.server"
 local task = require "vmlua.task"
 local validate = require "vmlua.validate"
+local virtiofsd = require "vmlua.qemu.virtiofsd"
 
 local machine = {
   defined = {},     -- every VM created, in order (vmlua plan lists them)
@@ -18,13 +22,32 @@ local machine = {
   dry_run = false,  -- vmlua plan: life-cycle calls do nothing
   start_timeout = 30,
   stop_timeout = 15,
+  press_interval = 3, -- vm:stop presses the power button again after this many seconds
   expect_timeout = 60,
   interrupt_timeout = 10, -- for the shell to answer after a run timed out
   console_lines = 15,
 }
 
+--- A virtual machine: what `vmlua.vm{...}` returns.
+-- @type VM
+-- @field name the VM's name
+-- @field state "stopped" "starting" "running" "pausing" "paused" "resuming" "stopping" or "error"
+-- @field reason why it last stopped or failed
+-- @field accel what its QEMU runs under: "kvm", "hvf" or "tcg"
+-- @field config its resolved configuration
+-- @field pid QEMU's process id while it runs, else nil
+-- @field serial its console: `vm.serial.tail` and `vm.serial:last_lines(n)` are printable text
 local VM = {}
-VM.__index = VM
+-- vm.pid is worked out when read (see VM:_pid); the rest comes from the class.
+VM.__index = function(vm, key)
+  if key == "pid" then return vm:_pid() end
+  return VM[key]
+end
+
+-- The VM's public fields (the doc block above), which completion at the
+-- prompt offers beside the methods without a leading _; any other field
+-- of a VM is internal.
+machine.FIELDS = { "name", "state", "reason", "pid", "accel", "config", "serial" }
 
 -- Which states each operation may start from.
 local ALLOWED = {
@@ -40,6 +63,14 @@ local STATES = {}
 for _, name in ipairs(STATE_NAMES) do STATES[name] = true end
 local TIMEOUT_ONLY = { "timeout" }
 machine.ENDED, machine.TIMEOUT_ONLY = ENDED, TIMEOUT_ONLY -- for shell.lua
+
+-- QEMU's pid while it runs; a VM attached from another process has it
+-- from the process that runs it (instance/client.lua).
+function VM:_pid()
+  if self.process and self.process:running() then return math.tointeger(self.process:pid()) end
+  if self.remote and not ENDED[self.state] then return math.tointeger(self.remote.pid) end
+  return nil
+end
 
 -- Checks the options of a call to vm:OP and returns them (a table); raises
 -- at the line that called vm:OP (the options must come straight from there).
@@ -67,42 +98,81 @@ function machine.options(vm, op, opts, names)
 end
 
 function machine.notice(message)
-  io.stderr:write("vmlua: ", message, "\n")
+  require("vmlua.notice").say(message) -- silenced by vmlua -q
 end
 
 local warned = {}
+local silent = setmetatable({}, { __mode = "k" }) -- VMs that machine.stop stops: its caller reports
+machine.announce_stops = false -- set by the vmlua executable (cli.lua)
 
 local function wait_ended(vm, timeout)
   return vm:_wait_until(function(s) return ENDED[s] end, timeout)
 end
 
 -- vmlua.vm(spec); `where` is the user's line, even through a tail call.
-machine.new = fields.entry(function(where, spec)
-  local cfg = config.vm(spec, where)
+-- A VM object for a resolved configuration (config.vm's, or config.decode's).
+function machine.from_config(cfg)
   local vm = setmetatable({ config = cfg, name = cfg.name, state = "stopped",
                             handlers = {}, changed = task.condition(), runs = 0 }, VM)
   machine.defined[#machine.defined + 1] = vm
   return vm
+end
+
+machine.new = fields.entry(function(where, spec)
+  return machine.from_config(config.vm(spec, where))
 end)
 
+--- Adds a device to the configuration: a `vmlua.disk{}`, a `vmlua.nat{}` or a `vmlua.share{}`.
+-- @function VM:add
+-- @param device the disk or the nat
+-- @return the VM
 VM.add = fields.entry(function(where, self, device)
+  -- QEMU would never see it: no hot-plug, so say so rather than drop it.
+  if self.remote or not ENDED[self.state] then
+    local what = config.is(device) and ("a " .. device.kind) or "a device"
+    errors.raise(string.format("%s: vm %s: cannot add %s: %s; add it before vm:start()", fields.location(where),
+      self.name, what, self.remote and ("vmlua pid " .. tostring(self.remote.vmlua) .. " runs it, from its own "
+      .. "configuration") or ("it is " .. self.state .. ", and devices are not added to a running VM")))
+  end
   config.add(self.config, device, where)
   return self
 end)
 
+--- Checks the configuration against the host before anything starts.
+-- @treturn boolean|nil true, or nil when something is wrong
+-- @treturn string the first problem
+-- @treturn {string,...} every problem
 function VM:validate()
   return validate.vm(self.config)
 end
 
+--- The text `vmlua plan` prints for this VM: its resolved configuration and QEMU's argv.
+-- @treturn string
 function VM:plan()
   return require("vmlua.plan").text(self.config)
 end
 
 function VM:__tostring()
-  local pid = self.process and self.process:running() and (", pid " .. self.process:pid()) or ""
+  local qemu_pid = self.pid
+  local pid = qemu_pid and (", pid " .. qemu_pid) or ""
   return string.format("vm %s (%s%s, %s)", self.name, self.state, pid, self.config.arch)
 end
 
+--- Whether vm:start() is allowed now (the VM is stopped, or failed).
+-- @function VM:can_start
+-- @treturn boolean
+
+--- Whether vm:stop() is allowed now (running or paused).
+-- @function VM:can_stop
+-- @treturn boolean
+
+--- Whether vm:pause() is allowed now (running).
+-- @function VM:can_pause
+-- @treturn boolean
+
+--- Whether vm:resume() is allowed now (paused).
+-- @function VM:can_resume
+-- @treturn boolean
 for op, from in pairs(ALLOWED) do
   VM["can_" .. op] = function(self) return from[self.state] == true end
 end
@@ -113,7 +183,10 @@ function VM:_check(op)
   end
 end
 
--- Events: "state" gets (new, old); a state name gets (vm). Handlers run as tasks.
+--- Events: "state" gets (new, old); a state name gets (vm). Handlers run as tasks.
+-- "qmp" gets every QMP event (name, data).
+-- @tparam string event "state", a state name, or "qmp"
+-- @tparam function fn the handler
 function VM:on(event, fn)
   local list = self.handlers[event] or {}
   self.handlers[event] = list
@@ -132,6 +205,7 @@ function VM:_set_state(new, reason)
   if reason then self.reason = reason end
   if new == old then return end
   self.state = new
+  if self.server then self.server:state(new, old) end
   self:_emit("state", new, old)
   self:_emit(new, self)
   self.changed.notify()
@@ -156,7 +230,9 @@ function VM:_wait_until(pred, timeout)
   return self.changed.wait(function() return pred(self.state) end, timeout)
 end
 
--- vm:wait(state, {timeout=}): waits for a state; raises if it cannot come.
+--- Waits for a state; raises if it cannot come.
+-- @tparam string state a state name ("running", "stopped", ...)
+-- @tparam[opt] table opts `timeout`: seconds to wait
 function VM:wait(state, opts)
   if not STATES[state] then
     local near = type(state) == "string" and fields.suggest(state, STATE_NAMES)
@@ -176,9 +252,20 @@ function VM:wait(state, opts)
   return self
 end
 
--- Starts QEMU and returns when the guest runs; raises with the reason if not.
-function VM:start()
+--- Starts QEMU and returns when the guest runs; raises with the reason if not.
+-- With detach, a keeper process runs it (instance/keeper.lua): it outlives
+-- the script, which drives it as vmlua.attach would.
+-- @tparam[opt] table opts `timeout` (seconds), `detach` (true: it outlives the script)
+-- @return the VM
+function VM:start(opts)
+  opts = machine.options(self, "start", opts, { "detach" })
   if machine.dry_run then return self end
+  if self.remote then
+    errors.raise(string.format("vm %s: cannot start: vmlua pid %s runs it%s", self.name,
+      tostring(self.remote.vmlua or "?"), ENDED[self.state] and ("; vmlua start " .. self.name .. " starts it again")
+      or ""), 2)
+  end
+  if opts.detach then return require("vmlua.instance.keeper").start(self) end
   self:_check("start")
   local ok, err = validate.vm(self.config)
   if not ok then errors.raise(err) end
@@ -186,8 +273,10 @@ function VM:start()
   self.paths = runtime.paths(cfg.name)
   self.claim, err = runtime.claim(self.paths) -- held until _finish, so the name is ours
   if not self.claim then errors.raise(string.format("vm %s: cannot start: %s", self.name, err), 2) end
+  runtime.write_file(self.paths.config, config.encode(cfg))
   self.reason, self.stderr, self.stop_requested, self.panicked = nil, "", false, false
-  self.shutdown, self.qmp_lost, self.exit_status, self.forced = nil, false, nil, nil
+  self.stop_deadline, self.stopper, self.stop_resumes = nil, nil, nil
+  self.shutdown, self.qmp_lost, self.exit_status, self.forced, self.stop_reason = nil, false, nil, nil, nil
   self.process, self.qmp, self.serial = nil, nil, nil
   self:_set_state("starting")
   local accel, _, warning = qemu.accel(cfg)
@@ -216,8 +305,12 @@ end
 
 function VM:_launch()
   local cfg, paths = self.config, self.paths
+  local ready, problem = disks.prepare(cfg, paths) -- made, grown, ephemeral overlays; or who holds one
+  if not ready then return nil, problem end
+  self.daemons, problem = virtiofsd.start(cfg, paths) -- the shares' daemons listen before QEMU connects
+  if not self.daemons then return nil, problem end
   -- The runtime directory's log is rotated; a log the user named is theirs.
-  self.serial = console.new { log = cfg.console.log or paths.log, stdio = cfg.console.stdio,
+  self.serial = console.new { log = cfg.console.log or self.log_path or paths.log, stdio = cfg.console.stdio,
                               rotate = not cfg.console.log and console.LOG_BYTES or nil }
   local connected = {}
   local function accept(kind)
@@ -239,13 +332,15 @@ function VM:_launch()
   if not fifos then return nil, "cannot make the console FIFOs " .. paths.console .. ".{in,out}: " .. err end
   self.serial:attach(fifos)
 
-  local cmd = qemu.command(cfg, paths, self.accel)
+  -- vm.incoming = { file=, load=fn(vm) }, set by vm:restore: QEMU loads a
+  -- saved state (the file is its stdin) instead of booting
+  local cmd = qemu.command(cfg, paths, self.accel, { incoming = self.incoming and "defer" })
   self.process, err = core.spawn {
     file = cmd.file, args = cmd.args,
     on_stdout = function(data) self:_stderr(data) end,
     on_stderr = function(data) self:_stderr(data) end,
     on_exit = function(code, signal) self:_exited(code, signal) end,
-    guarded = true,
+    guarded = true, stdin = self.incoming and self.incoming.file,
   }
   if not self.process then return nil, err end
   machine.live[self] = true
@@ -271,14 +366,21 @@ function VM:_launch()
   })
   local _, qerr = self.qmp:handshake(machine.start_timeout)
   if qerr then return nil, "QMP: " .. qerr end
+  if self.incoming then
+    local _, ierr = self.incoming.load(self)
+    if ierr then return nil, ierr end
+  end
   local status, serr = self.qmp:execute("query-status", nil, machine.start_timeout)
   if not status then return nil, "QMP: " .. serr end
   if not status.running then
     local _, cerr = self.qmp:execute("cont", nil, machine.start_timeout)
     if cerr then return nil, "QMP: " .. cerr end
   end
-  if self.state == "starting" then self:_set_state("running") end
-  if self.state ~= "running" then return nil, self.reason or ("it is " .. self.state) end
+  if self.state ~= "starting" then return nil, self.reason or ("it is " .. self.state) end
+  local why
+  self.server, why = server.start(self)
+  if not self.server then return nil, "cannot serve it on " .. self.paths.control .. ": " .. why end
+  self:_set_state("running")
   return true
 end
 
@@ -290,6 +392,7 @@ function machine.guard(vm)
   for key, path in pairs(paths) do
     if key ~= "dir" then files[#files + 1] = path end
   end
+  for _, file in ipairs(runtime.device_files(paths)) do files[#files + 1] = file end
   return core.guard { pid = vm.process:pid(), socket = paths.guard, lock = paths.lock,
                       files = files, dir = paths.dir }
 end
@@ -316,6 +419,7 @@ function VM:_kvm_died()
   if self.qmp then self.qmp:close() end
   if self.serial then self.serial:close() end
   if self.process then self.process:close() end
+  virtiofsd.stop(self.daemons) -- _launch starts them again
   for _, file in ipairs { self.paths.qmp, self.paths.guard, self.paths.pid } do -- _launch remakes the FIFOs
     os.remove(file)
   end
@@ -330,7 +434,7 @@ function VM:_stderr(data)
 end
 
 function VM:_close_servers()
-  for _, server in pairs(self.servers or {}) do server:close() end
+  for _, listener in pairs(self.servers or {}) do listener:close() end
   self.servers = nil
 end
 
@@ -361,6 +465,7 @@ function VM:_event(name, data)
   elseif name == "GUEST_PANICKED" then
     self.panicked = true
   end
+  if self.server then self.server:event(name, data) end
   self:_emit("qmp", name, data)
 end
 
@@ -381,7 +486,7 @@ function VM:_exit_reason()
   local status, signal = self.exit_status[1], self.exit_status[2]
   local stderr = self.stderr:gsub("%s+$", "")
   local how = signal and ("QEMU was killed by SIG" .. signal) or ("QEMU exited with status " .. status)
-  if stderr ~= "" then how = how .. ": " .. stderr end
+  if stderr ~= "" then how = disks.lock_problem(self.config, stderr) or (how .. ": " .. stderr) end
   return how
 end
 
@@ -409,13 +514,13 @@ function VM:_end_reason()
   elseif self.start_failure and self.stop_requested then
     return "error", self.start_failure
   elseif self.stop_requested and (self.forced or self.shutdown or code == 0) then
-    return "stopped", self.forced and "forced off by vmlua" or "stopped by vmlua"
+    return "stopped", self.forced and "forced off by vmlua" or self.stop_reason or "stopped by vmlua"
   elseif signal then
     return "error", self:_exit_reason()
   elseif self.shutdown and self.shutdown.reason == "guest-shutdown" then
     return "stopped", "the guest powered off"
   elseif self.shutdown and self.shutdown.reason == "guest-reset" then
-    return "stopped", "the guest rebooted (guests run with -no-reboot, so a reboot stops the VM)"
+    return "stopped", "the guest rebooted (a reboot stops the VM unless it has reboot = true)"
   elseif code == 0 and self.shutdown then
     return "stopped", "QEMU shut down (" .. tostring(self.shutdown.reason) .. ")"
   end
@@ -432,6 +537,8 @@ function VM:_finish(state, reason)
   if self.qmp then self.qmp:close() end
   if self.serial then self.serial:close() end
   if self.process then self.process:close() end
+  virtiofsd.stop(self.daemons) -- after QEMU: a share's daemon never outlives the VM
+  self.daemons = nil
   if self.paths then runtime.remove(self.paths, self.claim) end
   self:_set_state(state, reason)
 end
@@ -471,12 +578,40 @@ function VM:_stop_outcome()
   errors.raise(self:_failure("did not stop cleanly: " .. tostring(self.reason)), 3)
 end
 
--- Asks the guest to power off (a paused guest is resumed first); forces it
--- off after the timeout, and says so. Returns "graceful" or "forced".
+-- Presses the power button now and every machine.press_interval seconds (a
+-- press before the guest's init listens is lost) until the VM ends, and
+-- forces it off after `left` seconds. It runs as a task of its own, so
+-- that the stop goes on to its end even if its caller is interrupted.
+function VM:_press_until_off(left, timeout)
+  self.stopper = task.spawn(function()
+    local deadline = core.now() + left
+    if self.stop_resumes and self.qmp and self.qmp.open then self.qmp:execute("cont", nil, left) end
+    while not ENDED[self.state] do
+      if self.qmp and self.qmp.open then self.qmp:send("system_powerdown") end
+      local rest = math.max(0, deadline - core.now())
+      wait_ended(self, math.min(machine.press_interval, rest))
+      if rest <= machine.press_interval then break end
+    end
+    if not ENDED[self.state] then
+      self:_force(string.format("the guest did not power off within %g s", timeout))
+    end
+  end)
+end
+
+--- Asks the guest to power off (a paused guest is resumed first), pressing the power button again every
+-- few seconds, since a press before the guest listens is lost; forces it off after the timeout, and says so.
+-- @tparam[opt] table opts `timeout`: seconds before it is forced off (15)
+-- @treturn string "graceful" or "forced"
 function VM:stop(opts)
   opts = machine.options(self, "stop", opts, TIMEOUT_ONLY)
   if machine.dry_run then return self end
+  if self.remote then return require("vmlua.instance.client").stop(self, false, opts.timeout) end
   if self.state == "stopping" then
+    -- join the stop under way; carry it on if the task that ran it died
+    -- (a Ctrl-C breaks the Lua code that runs when it comes)
+    if self.stop_deadline and not (self.stopper and coroutine.status(self.stopper) ~= "dead") then
+      self:_press_until_off(math.max(0, self.stop_deadline - core.now()), self.stop_timeout_asked)
+    end
     wait_ended(self)
     return self:_stop_outcome()
   elseif ENDED[self.state] then -- as VZ and limactl do; vm:can_stop() tells
@@ -486,21 +621,23 @@ function VM:stop(opts)
   local timeout = opts.timeout or machine.stop_timeout
   local was_paused = self.state == "paused"
   self.stop_requested = true
+  self.stop_deadline, self.stop_timeout_asked = core.now() + timeout, timeout
+  self.stop_resumes = was_paused -- a paused guest does not see the button
   self:_set_state("stopping")
-  local deadline = core.now() + timeout
-  if was_paused then self.qmp:execute("cont", nil, timeout) end
-  if not ENDED[self.state] then
-    self.qmp:send("system_powerdown")
-    if not wait_ended(self, math.max(0, deadline - core.now())) then
-      self:_force(string.format("the guest did not power off within %g s", timeout))
-    end
+  self:_press_until_off(timeout, timeout)
+  wait_ended(self)
+  local outcome = self:_stop_outcome()
+  -- the vmlua executable says what happened (a forced stop said so already)
+  if outcome == "graceful" and machine.announce_stops and not silent[self] then
+    machine.notice(string.format("stopped vm %s (graceful: the guest powered off)", self.name))
   end
-  return self:_stop_outcome()
+  return outcome
 end
 
--- Ends the VM at once.
+--- Ends the VM at once (SIGKILL): the guest syncs nothing.
 function VM:kill()
   if machine.dry_run or ENDED[self.state] then return self end
+  if self.remote then return require("vmlua.instance.client").kill(self) end
   self.stop_requested, self.forced = true, true
   if self.process then -- none yet only while start() sets up
     self.process:kill("KILL")
@@ -533,10 +670,17 @@ local function transition(vm, op, via, target, command)
   return vm
 end
 
+--- Pauses the guest's CPUs (QMP stop); returns when paused.
+-- @return the VM
 function VM:pause() return transition(self, "pause", "pausing", "paused", "stop") end
+--- Resumes a paused guest (QMP cont); returns when running.
+-- @return the VM
 function VM:resume() return transition(self, "resume", "resuming", "running", "cont") end
 
--- Sends a raw QMP command and returns its result.
+--- Sends a raw QMP command and returns its result.
+-- @tparam string command the QMP command ("query-status", ...)
+-- @tparam[opt] table arguments its arguments
+-- @return its result; raises when QEMU refuses the command
 function VM:qmp_command(command, arguments)
   if not self.qmp or not self.qmp.open then
     errors.raise(self:_failure("no QMP connection: it is " .. self.state), 2)
@@ -550,13 +694,18 @@ end
 -- at once, announced (force, or a VM still starting). Returns "graceful" or
 -- "forced"; joins a stop under way rather than cutting it short.
 function machine.stop(vm, force, timeout)
+  if vm.remote then return require("vmlua.instance.client").stop(vm, force, timeout) end
   if force then
     vm:_force("not waiting for the guest to power off")
   elseif not ENDED[vm.state] and vm.state ~= "stopping" and not vm:can_stop() then
     vm:_force("it is " .. vm.state .. ", so it cannot power off")
   end
   if ENDED[vm.state] then return vm:_stop_outcome() end
-  return vm:stop { timeout = timeout }
+  silent[vm] = true
+  local ok, outcome = pcall(vm.stop, vm, { timeout = timeout })
+  silent[vm] = nil
+  if not ok then error(outcome, 0) end
+  return outcome
 end
 
 -- Stops every live VM, gracefully or (force) at once; inside a task it
@@ -577,6 +726,9 @@ function machine.stop_all(force, timeout)
   if left > 0 and task.current() then task.await(function(wake) done = wake end) end
 end
 
+machine.VM = VM -- the class: help() and the doc check list its methods
 require("vmlua.shell").install(VM, machine)
+require("vmlua.snapshot").install(VM, machine)
+require("vmlua.ssh").install(VM, machine)
 
 return machine

@@ -2,11 +2,13 @@
 -- the resolved configuration, the accelerator and why, and the exact QEMU
 -- argv.
 local core = require "vmlua.core"
+local disks = require "vmlua.disks"
 local fields = require "vmlua.fields"
 local size = require "vmlua.size"
 local host = require "vmlua.host"
 local qemu = require "vmlua.qemu"
 local runtime = require "vmlua.runtime"
+local virtiofsd = require "vmlua.qemu.virtiofsd"
 
 local plan = {}
 
@@ -70,6 +72,8 @@ function plan.text(cfg)
   if #cfg.disks == 0 then say("  disks     none") end
   for i, d in ipairs(cfg.disks) do
     say("  disk%-5d %s (%s, %s)", i - 1, d.path, d.format, d.readonly and "read-only" or "read-write")
+    local happens = disks.describe(d)
+    if happens then say("            %s", happens) end
   end
   if #cfg.net == 0 then say("  net       none") end
   for i, n in ipairs(cfg.net) do
@@ -78,8 +82,22 @@ function plan.text(cfg)
       say("  %-9s %s:%d -> guest %d/tcp", j == 1 and ("net" .. (i - 1)) or "", f.address, f.host, f.guest)
     end
   end
-  local c = cfg.console
   local paths = runtime.paths(cfg.name)
+  for i, s in ipairs(cfg.shares or {}) do
+    say("  share%-4d %s as tag %s (%s)", i - 1, s.host, s.tag, s.readonly and "read-only" or "read-write")
+    say("            virtiofsd%s:", s.readonly and ", in a mount namespace of its own where the directory is a "
+      .. "read-only bind mount" or "")
+    out[#out + 1] = command_text(virtiofsd.command(s, i, paths).args, "              ")
+  end
+  if cfg.reboot then say("  reboot    the guest may reboot: the VM runs on (no -no-reboot)") end
+  local extra = cfg.qemu or {}
+  if #extra > 0 then
+    local quoted = {}
+    for i, arg in ipairs(extra) do quoted[i] = plan.quote(arg) end
+    say("  qemu      %s", table.concat(quoted, " "))
+    say("            unchecked: vmlua appends these to QEMU's arguments as given")
+  end
+  local c = cfg.console
   if c.stdio then
     say("  console   this terminal")
   elseif c.log then
@@ -89,7 +107,8 @@ function plan.text(cfg)
   end
   local cmd = command(cfg)
   if cmd then
-    say("  command   (quoted for reading only: vmlua runs this argv itself, without a shell)")
+    say("  command   (quoted for reading only: vmlua runs this argv itself, without a shell)%s",
+      #extra > 0 and string.format("; its last %d, from qemu = {...}, are unchecked", #extra) or "")
     out[#out + 1] = command_text(cmd.args, "    ")
   end
   return table.concat(out, "\n")
@@ -118,9 +137,13 @@ function plan.describe(cfg)
     for _, k in ipairs({ "kernel", "initrd", "firmware", "vars" }) do boot[k] = cfg.boot[k] end
     if cfg.boot.cmdline then boot.cmdline = list(cfg.boot.cmdline) end
   end
-  local disks, net = {}, {}
+  local disks_out, net = {}, {}
   for i, d in ipairs(cfg.disks) do
-    disks[i] = { path = d.path, format = d.format, readonly = d.readonly, where = where(d.where) }
+    local t = disks.intent(d) -- what starting the VM does to it
+    disks_out[i] = { path = d.path, format = d.format, readonly = d.readonly, where = where(d.where),
+                     size = t.size or core.null, create = t.create or core.null,
+                     grow_from = t.grow_from or core.null, base = d.base or core.null,
+                     base_format = t.base_format or core.null, ephemeral = t.ephemeral }
   end
   for i, n in ipairs(cfg.net) do
     local fwd = {}
@@ -130,6 +153,12 @@ function plan.describe(cfg)
     net[i] = { kind = "nat", forward = list(fwd), where = where(n.where) }
   end
   local paths = runtime.paths(cfg.name)
+  local shares = {}
+  for i, s in ipairs(cfg.shares or {}) do
+    local d = virtiofsd.command(s, i, paths)
+    shares[i] = { host = s.host, tag = s.tag, readonly = s.readonly, where = where(s.where), socket = d.socket,
+                  daemon = { file = d.file, argv = d.args, readonly_view = d.readonly or core.null } }
+  end
   local cmd = command(cfg)
   return {
     name = cfg.name,
@@ -140,8 +169,11 @@ function plan.describe(cfg)
     cpus = cfg.cpus,
     memory = cfg.memory,
     boot = boot or core.null,
-    disks = list(disks),
+    disks = list(disks_out),
     net = list(net),
+    shares = list(shares),
+    reboot = cfg.reboot == true,
+    qemu = { args = list(cfg.qemu or {}), checked = false }, -- appended to argv as given
     console = {
       log = cfg.console.log or paths.log,
       stdio = cfg.console.stdio,

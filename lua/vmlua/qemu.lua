@@ -2,7 +2,9 @@
 -- argv for a normalized VM configuration. The argv is an array handed to
 -- exec, never to a shell.
 local accelerator = require "vmlua.accel"
+local disks = require "vmlua.disks"
 local host = require "vmlua.host"
+local virtiofsd = require "vmlua.qemu.virtiofsd"
 
 local qemu = {}
 
@@ -86,7 +88,9 @@ end
 -- The QMP sockets are client sockets: vmlua listens on them before QEMU
 -- starts, and QEMU connects. The console is a pair of FIFOs, PATH.in and
 -- PATH.out, that vmlua makes and opens before QEMU starts.
-function qemu.command(cfg, paths, chosen)
+-- opts.incoming: the guest's state comes by migration ("defer": QEMU waits
+-- for QMP migrate-incoming, see qemu/migration.lua) instead of a boot.
+function qemu.command(cfg, paths, chosen, opts)
   local a = qemu.arches[cfg.arch]
   if not a then
     error(string.format("arch: %s is not supported (%s)", tostring(cfg.arch),
@@ -101,12 +105,15 @@ function qemu.command(cfg, paths, chosen)
   local e = qemu.escape
 
   add("-name", e(cfg.name))
-  add("-machine", machine_type(a, cfg, accel))
+  local memory = virtiofsd.memory_backend(cfg, cfg.memory // MiB) -- shares map the guest's memory
+  add("-machine", machine_type(a, cfg, accel) .. (memory and ",memory-backend=mem" or ""))
   add("-accel", accel)
   add("-cpu", a.cpu[accel] or "max")
   add("-smp", tostring(cfg.cpus))
   add("-m", tostring(cfg.memory // MiB))
-  add("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
+  if memory then add("-object", memory) end
+  add("-nodefaults", "-no-user-config", "-display", "none")
+  if not cfg.reboot then add("-no-reboot") end -- a guest's reboot ends the VM
 
   local boot = cfg.boot
   if boot and boot.kind == "linux" then
@@ -126,9 +133,11 @@ function qemu.command(cfg, paths, chosen)
   add("-serial", "chardev:console")
 
   -- Disk paths are absolute, so QEMU never reads a "protocol:" prefix in them.
+  -- An ephemeral disk is its throw-away overlay (disks.lua).
   for i, d in ipairs(cfg.disks) do
     local id = "disk" .. (i - 1)
-    add("-drive", string.format("if=none,id=%s,file=%s,format=%s%s", id, e(d.path), d.format,
+    local path, format = disks.drive(d, i, paths)
+    add("-drive", string.format("if=none,id=%s,file=%s,format=%s%s", id, e(path), format,
       d.readonly and ",readonly=on" or ""))
     add("-device", "virtio-blk-pci,drive=" .. id)
   end
@@ -143,6 +152,11 @@ function qemu.command(cfg, paths, chosen)
     add("-device", "virtio-net-pci,netdev=" .. id)
   end
 
+  virtiofsd.qemu_args(cfg, paths, add, e)
+
+  if opts and opts.incoming then add("-incoming", opts.incoming) end
+  -- qemu = {...}: the definition's own arguments, last and unchecked.
+  for _, arg in ipairs(cfg.qemu or {}) do add(arg) end
   return { file = file, args = args }
 end
 

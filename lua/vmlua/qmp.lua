@@ -2,6 +2,7 @@
 -- matched to replies by id, and events. Events can arrive before the reply
 -- to the command that caused them, so both come through one reader.
 local core = require "vmlua.core"
+local notice = require "vmlua.notice"
 local task = require "vmlua.task"
 
 local qmp = {}
@@ -11,7 +12,8 @@ Client.__index = Client
 -- handlers: on_event(name, data), on_close(reason)
 function qmp.new(stream, handlers)
   local self = setmetatable({ stream = stream, pending = {}, next_id = 0,
-                              buffer = "", handlers = handlers, open = true }, Client)
+                              buffer = "", handlers = handlers, open = true,
+                              trace = notice.debugging("qmp") }, Client) -- VMLUA_DEBUG=qmp
   stream:read(function(data, err)
     if data then self:_feed(data) else self:_closed(err) end
   end)
@@ -29,6 +31,7 @@ function Client:_feed(data)
 end
 
 function Client:_message(line)
+  if self.trace then notice.debug("qmp", "<- " .. line) end
   local msg, err = core.json_decode(line)
   if type(msg) ~= "table" then
     self:_closed("bad QMP message: " .. tostring(err))
@@ -36,6 +39,7 @@ function Client:_message(line)
   end
   if msg.QMP then
     self.greeting = msg.QMP
+    self.about = msg.vmlua -- a VM's server says what it serves (instance/server.lua)
     if self.on_greeting then self.on_greeting() end
   elseif msg.event then
     self.handlers.on_event(msg.event, msg.data or {})
@@ -84,7 +88,9 @@ function Client:send(command, arguments, wake)
   self.next_id = self.next_id + 1
   local id = self.next_id
   self.pending[id] = wake or function() end
-  self.stream:write(core.json_encode({ execute = command, arguments = arguments, id = id }) .. "\n")
+  local text = core.json_encode({ execute = command, arguments = arguments, id = id })
+  if self.trace then notice.debug("qmp", "-> " .. text) end
+  self.stream:write(text .. "\n")
 end
 
 -- Sends a command and waits for its reply: result, or nil and an error.

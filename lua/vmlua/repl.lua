@@ -91,8 +91,10 @@ end
 -- How the prompt shows a value: a string as it is (like lua.c), or quoted
 -- when it is one of several values; tables readably to repl.depth levels;
 -- anything with __tostring (a VM) through it.
+-- A string with control bytes (console output, say) is quoted too, so that
+-- its escape sequences show rather than reach the terminal.
 function repl.format(v, quoted)
-  if type(v) == "string" and not quoted then return v end
+  if type(v) == "string" and not quoted and not v:find("[\0-\8\11-\31\127]") then return v end
   return render(v, repl.depth, {}, "")
 end
 
@@ -120,6 +122,18 @@ local function fields(v)
   return out
 end
 
+-- A VM offers its public fields (machine.FIELDS) and methods, never its
+-- internals (handlers, process, run_queue, ...); `_` methods only when
+-- the prefix asks for them.
+local function vm_fields(vm)
+  local out = {}
+  for _, name in ipairs(machine.FIELDS) do out[#out + 1] = { name, vm[name] } end
+  for name, value in pairs(machine.VM) do
+    if type(value) == "function" and not name:find("^__") then out[#out + 1] = { name, value } end
+  end
+  return out
+end
+
 local function lookup(env, path)
   local v = env
   for name in path:gmatch("[^.]+") do
@@ -131,11 +145,28 @@ local function lookup(env, path)
   return v
 end
 
+-- The names of running VMs that start with `prefix`, for vmlua.attach(".
+function repl.instance_names(prefix)
+  local out = {}
+  for _, status in ipairs(require("vmlua.instance.store").list()) do
+    if status.name:sub(1, #prefix) == prefix and not ({ stopped = true, error = true })[status.state] then
+      out[#out + 1] = status.name
+    end
+  end
+  return out
+end
+
 -- Candidates for `word` (the text before the cursor back to a space or an
 -- operator), given the text before it: globals and locals, fields after
 -- `.`, methods after `:`; functions get their `(`.
 function repl.complete(env, word, before)
   local _, quotes = (before or ""):gsub("[\"']", "")
+  local typed = ((before or "") .. word):match("attach%s*%(?%s*[\"']([%w._-]*)$")
+  if typed then -- vmlua.attach("de<Tab>: the word may start after a '-' of the name
+    local out = {}
+    for i, name in ipairs(repl.instance_names(typed)) do out[i] = name:sub(#typed - #word + 1) end
+    return out
+  end
   if quotes % 2 == 1 or (before or ""):find("%-%-") then return {} end -- in a string or comment
   local path, sep, prefix = word:match("^(.-)([.:])([%w_]*)$")
   local candidates
@@ -143,7 +174,7 @@ function repl.complete(env, word, before)
     if path == "" or not path:match("^[%a_][%w_.]*$") or path:find("%.%.") then return {} end
     local v = lookup(env, path)
     if v == nil then return {} end
-    candidates = fields(v)
+    candidates = getmetatable(v) == machine.VM and vm_fields(v) or fields(v)
   else
     prefix = word
     if not word:match("^[%a_]?[%w_]*$") then return {} end
@@ -234,9 +265,10 @@ end
 
 local EXIT = setmetatable({}, { __tostring = function() return "exit" end })
 
+-- An error as the prompt shows it: printable (it may carry console lines).
 local function error_text(e)
-  if type(e) == "string" then return e end
-  if has_tostring(e) then return tostring(e) end
+  if type(e) == "string" then return require("vmlua.console").printable(e) end
+  if has_tostring(e) then return require("vmlua.console").printable(tostring(e)) end
   return "(error object is a " .. type(e) .. " value)"
 end
 
@@ -349,6 +381,7 @@ function Session:execute(chunk)
     elseif results[2] == "interrupted" then
       io.stderr:write("\ninterrupted\n") -- below the ^C the terminal echoed
     elseif results[2] ~= EXIT then
+      self.failed = true
       io.stderr:write(error_text(results[2]), "\n")
     end
     self:prompt()
@@ -367,6 +400,7 @@ function Session:on_line(line)
   end
   self.pending = nil
   if not chunk then
+    self.failed = true
     io.stderr:write(err, "\n")
     return self:prompt()
   end
@@ -409,12 +443,19 @@ function repl.suspend()
   return function() if current == s then s:prompt() end end
 end
 
--- opts: report(message), version (banner), locals (from repl.capture)
+-- The globals of the prompt and of `vmlua -e`: vmlua (the module), help,
+-- and `locals`, over _G (new globals go to _G).
+function repl.environment(locals)
+  local vars = { vmlua = require "vmlua", help = require("vmlua.help").help }
+  for k, v in pairs(locals or {}) do vars[k] = v end
+  return setmetatable(vars, { __index = _G, __newindex = _G })
+end
+
+-- opts: report(message), version (banner), locals (from repl.capture).
+-- Returns false when input that is not a terminal raised an error.
 function repl.run(opts)
   if current then error("the prompt is running already", 2) end
-  local vars = { vmlua = require "vmlua" }
-  for k, v in pairs(opts.locals or {}) do vars[k] = v end
-  local env = setmetatable(vars, { __index = _G, __newindex = _G })
+  local env = repl.environment(opts.locals)
   local session = setmetatable({ env = env }, Session)
   local restore = {}
   local function cleanup()
@@ -458,7 +499,8 @@ function repl.run(opts)
   local winch = core.signal("WINCH", function() ed:resize() end)
   restore[#restore + 1] = function() winch:close() end
 
-  if ed:tty() then
+  session.tty = ed:tty()
+  if session.tty then
     local path, err = history_path()
     if path then
       session.history = path
@@ -476,6 +518,7 @@ function repl.run(opts)
   cleanup()
   io.stdout:flush()
   if session.exit_code ~= nil then exit(session.exit_code) end
+  return not (session.failed and not session.tty)
 end
 
 return repl

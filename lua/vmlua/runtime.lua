@@ -57,6 +57,12 @@ function runtime.paths(name, root)
     old_log = dir .. "/console.log.1", -- the log's rotated half
     pid = dir .. "/pid",
     lock = dir .. "/lock",
+    config = dir .. "/config.json", -- the resolved configuration (config.encode)
+    status = dir .. "/status.json", -- state, pids, start time: what `vmlua ls` shows
+    control = dir .. "/control.sock", -- the VM's server: QMP-shaped, for vmlua.attach and the CLI
+    console_sock = dir .. "/console.sock", -- the console, for clients
+    known_hosts = dir .. "/known_hosts", -- the guest's ssh host key, as vm:ssh met it
+    migration = dir .. "/migrate.sock", -- QEMU's state while vm:save runs (qemu/migration.lua)
   }
 end
 
@@ -65,7 +71,7 @@ end
 function runtime.socket_problem(name, root)
   local paths = runtime.paths(name, root)
   local longest = paths.qmp
-  for _, path in ipairs { paths.guard } do
+  for _, path in ipairs { paths.guard, paths.control, paths.console_sock } do
     if #path > #longest then longest = path end
   end
   local max = runtime.max_socket_path
@@ -76,9 +82,44 @@ function runtime.socket_problem(name, root)
     room > 0 and string.format("use a name of at most %d characters, or ", room) or "")
 end
 
+-- The throw-away overlay of the VM's i-th disk when it is ephemeral (see disks.lua).
+function runtime.overlay(paths, i)
+  return string.format("%s/disk%d.ephemeral.qcow2", paths.dir, i - 1)
+end
+
+-- The socket of the virtiofsd serving the VM's i-th share (qemu/virtiofsd.lua).
+function runtime.share_socket(paths, i)
+  return string.format("%s/fs%d.sock", paths.dir, i - 1)
+end
+
+-- One name per device in the list `key` ("disks", "shares") of the
+-- configuration saved in the directory (a VM that crashed left it there).
+local function per_device(paths, key, name)
+  local f = io.open(paths.config)
+  if not f then return {} end
+  local cfg = core.json_decode(f:read("a"))
+  f:close()
+  local list = {}
+  local devices = type(cfg) == "table" and type(cfg[key]) == "table" and cfg[key] or {}
+  for i = 1, #devices do list[i] = name(paths, i) end
+  return list
+end
+
+-- The files of its devices the VM whose configuration is in the directory
+-- may have made: ephemeral disks' overlays and shares' sockets.
+function runtime.device_files(paths)
+  local list = per_device(paths, "disks", runtime.overlay)
+  for _, socket in ipairs(per_device(paths, "shares", runtime.share_socket)) do list[#list + 1] = socket end
+  return list
+end
+
 -- What a VM leaves in its directory, besides the lock.
 local function files(paths)
-  return { paths.qmp, paths.console_in, paths.console_out, paths.guard, paths.pid, paths.log, paths.old_log }
+  local list = { paths.qmp, paths.console_in, paths.console_out, paths.guard, paths.pid, paths.log, paths.old_log,
+                 paths.config, paths.status, paths.control, paths.console_sock, paths.migration,
+                 paths.known_hosts }
+  for _, file in ipairs(runtime.device_files(paths)) do list[#list + 1] = file end
+  return list
 end
 
 local function read_number(path)
@@ -130,6 +171,21 @@ function runtime.claim(paths)
     -- The holder removed the directory as it ended: make it again.
   end
   return nil, "cannot claim " .. paths.dir .. ": it keeps being removed"
+end
+
+-- Writes a private (0600) file atomically: a reader sees the old text or
+-- the new, never a part.
+function runtime.write_file(path, text)
+  local tmp = path .. ".tmp"
+  os.remove(tmp)
+  local ok, err = core.create_file(tmp, tonumber("600", 8))
+  if not ok then return nil, err or (tmp .. " exists") end
+  local f
+  f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  f:write(text)
+  f:close()
+  return os.rename(tmp, path)
 end
 
 -- Records QEMU's pid in the claimed directory, for people to read.

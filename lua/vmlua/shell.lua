@@ -1,6 +1,7 @@
--- Driving the guest through its console: expect, send, run (a shell
+--- Driving the guest through its console: expect, send, run (a shell
 -- command) and the terminal attach. Methods of the VM object, which
 -- machine.lua installs; the life cycle stays there.
+-- @module vmlua.shell
 local core = require "vmlua.core"
 local console = require "vmlua.console"
 local errors = require "vmlua.errors"
@@ -12,6 +13,10 @@ local methods = {}
 local machine -- vmlua.machine, set by shell.install
 
 function methods:_check_console(what)
+  -- a paused guest reads nothing: fail now rather than wait out the timeout
+  if self.state == "paused" or self.state == "pausing" then
+    errors.raise(string.format("vm %s is paused, so it cannot %s; vm:resume() first", self.name, what), 3)
+  end
   if not self.serial or machine.ENDED[self.state] or self.state == "starting" then
     errors.raise(self:_failure(string.format("cannot %s: it is %s", what, self.state)), 3)
   end
@@ -29,12 +34,16 @@ function methods:_console_expect(pattern, timeout, what)
   return table.unpack(result, 1, result.n)
 end
 
--- Attaches the terminal to the console until Ctrl-] (see vmlua.attach).
+--- Attaches the terminal to the console until Ctrl-] (see vmlua.attach).
+-- @treturn string why it ended: detached, or the VM's end
 function methods:console()
   return require("vmlua.attach").console(self)
 end
 
--- Waits for console output matching a Lua pattern; returns the match or captures.
+--- Waits for console output matching a Lua pattern; returns the match or captures.
+-- @tparam string pattern a Lua pattern
+-- @tparam[opt] table opts `timeout`: seconds (60)
+-- @return the match, or its captures
 function methods:expect(pattern, opts)
   local _, bad = console.pattern(pattern)
   if bad and type(pattern) ~= "string" then
@@ -52,6 +61,9 @@ function methods:expect(pattern, opts)
   return table.unpack(result, 1, result.n)
 end
 
+--- Types text into the console ("root\n"); returns at once.
+-- @tparam string text what to type
+-- @return the VM
 function methods:send(text)
   if type(text) ~= "string" then
     errors.raise(string.format("vm %s: send: the text must be a string, got %s", self.name,
@@ -63,11 +75,15 @@ function methods:send(text)
   return self
 end
 
--- Runs a shell command in the guest through its console (a POSIX shell must
+--- Runs a shell command in the guest through its console (a POSIX shell must
 -- be reading the console). Returns its output and exit status. Each command
 -- runs in a subshell, so `exit` or `cd` do not change the console's shell;
 -- commands on one VM run one at a time, and the timeout counts the wait
 -- for an earlier run too. A command that times out is interrupted.
+-- @tparam string command a shell command
+-- @tparam[opt] table opts `timeout`: seconds (60)
+-- @treturn string its output
+-- @treturn integer its exit status
 function methods:run(command, opts)
   if type(command) ~= "string" then
     errors.raise(string.format("vm %s: run: the command must be a string, got %s", self.name,

@@ -4,11 +4,13 @@
 --   FILE:LINE: FIELD: MESSAGE
 -- with FILE:LINE the line that made the object holding the field.
 local core = require "vmlua.core"
+local disks = require "vmlua.disks"
 local fields = require "vmlua.fields"
 local size = require "vmlua.size"
 local host = require "vmlua.host"
 local qemu = require "vmlua.qemu"
 local runtime = require "vmlua.runtime"
+local virtiofsd = require "vmlua.qemu.virtiofsd"
 
 local validate = {}
 
@@ -134,7 +136,10 @@ function validate.vm(cfg)
   local seen = {}
   for i, d in ipairs(cfg.disks) do
     local field = string.format("disks[%d].path", i)
-    local p = file_problem(d.path, d.readonly and "r" or "rw", { block = true })
+    -- A missing disk with a size or a base is made as the VM starts, and an
+    -- ephemeral disk's file is only read (see disks.lua).
+    local made = (d.size or d.base) and not core.stat(d.path)
+    local p = not made and file_problem(d.path, (d.readonly or d.ephemeral) and "r" or "rw", { block = true })
     if p then
       err(d.where, field, p)
     else
@@ -145,13 +150,14 @@ function validate.vm(cfg)
           fields.location(cfg.disks[first].where))
       else
         seen[real] = i
-        local qcow2 = is_qcow2(d.path)
+        local qcow2 = not made and is_qcow2(d.path)
         if qcow2 and d.format == "raw" then
           err(d.where, string.format("disks[%d].format", i),
             '%s is a qcow2 image, but the format is raw; give format = "qcow2"', d.path)
-        elseif not qcow2 and d.format == "qcow2" then
+        elseif not made and not qcow2 and d.format == "qcow2" then
           err(d.where, string.format("disks[%d].format", i), "%s is not a qcow2 image", d.path)
         end
+        disks.check(d, i, function(f, message) err(d.where, f, "%s", message) end)
       end
     end
   end
@@ -166,8 +172,37 @@ function validate.vm(cfg)
           fields.location(cfg.net[first].where))
       else
         ports[f.host] = i
+        -- QEMU would only say "Could not set up host forwarding rule"
+        -- A VM of this name that runs holds its own ports (starting it
+        -- again fails on its name, which says more).
+        local address = f.address or "127.0.0.1"
+        local free, why = core.port_free(address, f.host)
+        if not free and not require("vmlua.instance.store").running(cfg.name) then
+          err(n.where, field, "host port %d on %s cannot be bound (%s), so vm %s cannot forward it; "
+            .. "stop what uses it, or forward another port", f.host, address, why, cfg.name)
+        end
       end
     end
+  end
+
+  local tags = {}
+  for i, sh in ipairs(cfg.shares or {}) do
+    local function share_err(field, fmt, ...) err(sh.where, string.format("shares[%d].%s", i, field), fmt, ...) end
+    local st = core.stat(sh.host)
+    if not st then
+      share_err("host", "%s does not exist", sh.host)
+    elseif st.type ~= "directory" then
+      share_err("host", "%s is not a directory; a share is a directory (share the one that holds it)", sh.host)
+    end
+    local first = tags[sh.tag]
+    if first then
+      share_err("tag", '"%s" is already the tag of shares[%d] (%s); the guest mounts a share by its tag, so '
+        .. "each needs its own", sh.tag, first, fields.location(cfg.shares[first].where))
+    else
+      tags[sh.tag] = i
+    end
+    local problem = i == 1 and virtiofsd.problem()
+    if problem then share_err("host", "%s", problem) end
   end
 
   local log = cfg.console and cfg.console.log

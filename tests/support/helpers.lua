@@ -21,6 +21,24 @@ function helpers.rmtree(dir)
   os.execute("rm -rf " .. shell_quote(dir))
 end
 
+-- The lines a shell command prints, sorted.
+function helpers.sorted_lines(cmd)
+  local p = assert(io.popen(cmd))
+  local out = {}
+  for line in p:lines() do out[#out + 1] = line end
+  p:close()
+  table.sort(out)
+  return out
+end
+
+-- Runs a shell command: whether it succeeded, and what it printed (stderr too).
+function helpers.sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local ok = p:close()
+  return ok, out
+end
+
 function helpers.write(path, content)
   local f = assert(io.open(path, "wb"))
   f:write(content or "")

@@ -92,6 +92,64 @@ describe("vmlua as an interpreter", function()
     local out, code = vmlua { "--help" }
     assert.are.equal(0, code)
     assert.matches("vmlua plan %[%-%-json%] FILE", out)
+    assert.are.equal(out, (vmlua { "-h" }))
+  end)
+
+  it("lists every option and command in --help", function()
+    local out = vmlua { "--help" }
+    for _, option in ipairs { "-e STAT", "-l MOD", "-i", "-q", "-v, --version", "-h, --help", "--", "-",
+                              "plan", "ls", "start", "stop", "attach", "rm", "VMLUA_DEBUG=qmp" } do
+      assert.matches("\n  " .. option:gsub("%p", "%%%0") .. "%s", out:gsub("Environment: ", "\n  "))
+    end
+  end)
+
+  it("silences notices with -q, never errors", function()
+    local script = helpers.write(dir .. "/notices.lua", [[
+require("vmlua.machine").notice("from the machine")
+require("vmlua.instance.store").notice("from the store")
+require("vmlua").size("abc")
+]])
+    local out, code = vmlua { script }
+    assert.are.equal(1, code)
+    local failure = 'vmlua: [^\n]*notices.lua:3: size: "abc" is not a size;[^\n]*\n$'
+    assert.matches("^vmlua: from the machine\nvmlua: from the store\n" .. failure, out)
+    out, code = vmlua { "-q", script }
+    assert.are.equal(1, code)
+    assert.matches("^" .. failure, out)
+  end)
+
+  it("gives -e the prompt's globals: vmlua and help", function()
+    local out, code = vmlua { "-e", "print(vmlua.size('1K'), vmlua == require('vmlua'))", "-e", "help 'start'" }
+    assert.are.equal(0, code)
+    assert.matches("^1024\ttrue\nvm:start%(%[opts%]%)\n  Starts QEMU", out)
+  end)
+
+  it("lists every VM the session defined with vmlua.vms()", function()
+    helpers.fixtures(dir)
+    local out, code = vmlua { "-e", string.format([[
+for i = 1, 2 do vmlua.vm { name = "vms" .. i, boot = vmlua.linux { kernel = %q } } end
+for _, vm in ipairs(vmlua.vms()) do print(vm.name, vm.state) end]], dir .. "/vmlinuz") }
+    assert.are.equal(0, code)
+    assert.are.equal("vms1\tstopped\nvms2\tstopped\n", out)
+  end)
+
+  it("exits 1 when piped input to the prompt raised an error, as lua - does", function()
+    local out, code = vmlua({}, "x = 6\nerror('boom')\nprint(x * 7)\n")
+    assert.are.equal(1, code)
+    assert.matches("stdin:1: boom", out, 1, true)
+    assert.matches("42", out, 1, true)
+    out, code = vmlua({}, "x = = 1\nprint(1)\n")
+    assert.matches("stdin:1:", out, 1, true)
+    assert.are.equal(1, code)
+    out, code = vmlua({}, "print(6 * 7)\n")
+    assert.are.equal("42\n", out)
+    assert.are.equal(0, code)
+  end)
+
+  it("says a mistyped command in one line", function()
+    local out, code = vmlua { "list" }
+    assert.are.equal(1, code)
+    assert.are.equal('vmlua: cannot open list: No such file or directory (did you mean "vmlua ls"?)\n', out)
   end)
 end)
 

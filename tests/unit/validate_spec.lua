@@ -73,7 +73,7 @@ describe("validate.vm", function()
     -- sun_path holds 108 bytes on Linux, with the final NUL; guard.sock is the longest socket.
     local MAX = core.max_socket_path or 107
     local function longest(name)
-      return runtime.root() .. "/" .. name .. "/guard.sock"
+      return runtime.root() .. "/" .. name .. "/control.sock"
     end
 
     it("is refused when its socket paths do not fit in a Unix socket address", function()

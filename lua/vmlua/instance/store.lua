@@ -1,0 +1,141 @@
+-- Where instances live, and which are alive.
+--
+-- A detached instance keeps a private (0700) state directory,
+-- $XDG_STATE_HOME/vmlua/NAME (default ~/.local/state/vmlua/NAME), for as
+-- long as it is not removed: config.json (its resolved configuration),
+-- status.json (its last known state), console.log (rotated at 1 MiB) and
+-- keeper.log (what its keeper printed). While any VM runs, its runtime
+-- directory (runtime.lua) holds its sockets, its status and the lock
+-- whose holder runs it. Liveness is that lock, never a pid: a lock nobody
+-- holds is what a process that died left, and is cleaned up here.
+local core = require "vmlua.core"
+local lfs = require "lfs"
+local runtime = require "vmlua.runtime"
+
+local store = {}
+
+local ENDED = { stopped = true, error = true }
+
+function store.root()
+  local state = os.getenv("XDG_STATE_HOME")
+  if not state or state == "" then state = (os.getenv("HOME") or "") .. "/.local/state" end
+  return state .. "/vmlua"
+end
+
+function store.paths(name)
+  local dir = store.root() .. "/" .. name
+  return { dir = dir, config = dir .. "/config.json", status = dir .. "/status.json",
+           log = dir .. "/console.log", keeper_log = dir .. "/keeper.log" }
+end
+
+-- Makes a directory and its missing parents, each private (0700), as the
+-- XDG base directory specification asks.
+local function make_dirs(path)
+  local parent = path:match("^(.+)/[^/]+$")
+  if parent and not core.stat(parent) then
+    local ok, err = make_dirs(parent)
+    if not ok then return nil, err end
+  end
+  return core.mkdir_private(path)
+end
+
+-- Makes the state directory of an instance; returns its paths or nil, err.
+function store.prepare(name)
+  local paths = store.paths(name)
+  local ok, err = make_dirs(paths.dir)
+  if not ok then return nil, "cannot use the state directory " .. err end
+  return paths
+end
+
+local function read_json(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  local value = core.json_decode(text)
+  return type(value) == "table" and value or nil
+end
+store.read_json = read_json
+
+function store.notice(message)
+  require("vmlua.notice").say(message) -- silenced by vmlua -q
+end
+
+-- The status of the VM that runs under `name` now, or nil when none does.
+-- Files left by a vmlua or QEMU that died are removed, with a notice.
+function store.running(name)
+  local paths = runtime.paths(name)
+  if not core.stat(paths.dir) then return nil end
+  local lock, _, held = core.lock(paths.lock)
+  if held then
+    local status = read_json(paths.status) or { name = name, state = "starting" }
+    local vmlua = math.tointeger(status.vmlua)
+    if vmlua and not core.alive(vmlua) and not ENDED[status.state] then
+      -- its guard holds the lock now, and powers the guest off
+      status.state = "stopping"
+      status.reason = string.format("its %s (vmlua pid %d) died; its guard is powering it off",
+                                    status.detached and "keeper" or "vmlua", vmlua)
+    end
+    return status
+  elseif lock then
+    local status = read_json(paths.status)
+    runtime.remove(paths, lock)
+    store.notice(string.format("vm %s: removed the files left by vmlua%s, which died while running it",
+      name, status and status.vmlua and (" pid " .. math.tointeger(status.vmlua)) or ""))
+  end
+  return nil
+end
+
+-- The last known status of a detached instance that does not run now, or
+-- nil when there is no such instance. One whose keeper died while it ran
+-- is recorded as stopped, with why.
+function store.stopped(name)
+  local paths = store.paths(name)
+  if not core.stat(paths.config) then return nil end
+  local status = read_json(paths.status)
+  if not status then
+    local cfg = read_json(paths.config) or {}
+    status = { name = name, arch = cfg.arch, cpus = cfg.cpus, memory = cfg.memory, ports = {} }
+  end
+  if not ENDED[status.state] then
+    status.reason = string.format("its keeper (vmlua pid %s) ended without recording its end "
+      .. "(killed, or the host restarted); its guard powered it off", tostring(math.tointeger(status.vmlua) or "?"))
+    status.state, status.pid, status.outcome = "stopped", nil, "forced"
+    runtime.write_file(paths.status, core.json_encode(status))
+    store.notice(string.format("vm %s: %s", name, status.reason))
+  end
+  status.state = status.state or "stopped"
+  status.detached = true
+  return status
+end
+
+local function names_in(dir, into)
+  if lfs.attributes(dir, "mode") ~= "directory" then return end
+  for name in lfs.dir(dir) do
+    if not runtime.name_problem(name) then into[name] = true end
+  end
+end
+
+-- Every VM that runs and every detached instance, sorted by name; each a
+-- status table (see instance/server.lua's describe) with `uptime` for the
+-- running ones.
+function store.list()
+  local names = {}
+  names_in(runtime.root(), names)
+  names_in(store.root(), names)
+  local list = {}
+  for name in pairs(names) do
+    local status = store.running(name)
+    if status then
+      status.uptime = status.started and os.time() - status.started or nil
+      status.detached = status.detached or core.stat(store.paths(name).config) ~= nil
+    else
+      status = store.stopped(name)
+    end
+    if status then list[#list + 1] = status end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
+end
+
+return store
