@@ -1,6 +1,6 @@
 -- A Debian 12 development VM, reached by ssh: 2 CPUs, 1 GiB, its disk a
 -- copy-on-write overlay of the image that scripts/build-debian.sh builds
--- (so the image stays as it is), ssh forwarded to 127.0.0.1.
+-- (so the image stays as it is), ssh forwarded from a free 127.0.0.1 port.
 --   vmlua examples/debian.lua            boot it, run a few commands over ssh, stop it
 --   VMLUA_DETACH=1 vmlua examples/debian.lua   leave it running: vmlua ssh debian
 local vmlua = require "vmlua"
@@ -12,7 +12,7 @@ end
 
 local cache = env("VMLUA_CACHE") or ((env("XDG_CACHE_HOME") or env("HOME") .. "/.cache") .. "/vmlua")
 local image = cache .. "/guests/debian-x86_64/"
-local port = tonumber(env("VMLUA_SSH_PORT")) or 2222
+local port = tonumber(env("VMLUA_SSH_PORT")) or 0 -- 0: a free port, chosen at start
 
 local vm = vmlua.vm {
   name = "debian",
@@ -28,6 +28,7 @@ local vm = vmlua.vm {
 
 vm:start { detach = env("VMLUA_DETACH") ~= nil }
 vm:wait_ssh { timeout = 180 }
+print(string.format("ssh: vmlua ssh debian, or ssh -p %d root@127.0.0.1", vm:ports()[22]))
 for _, command in ipairs { "uname -srm", "systemctl is-system-running", "df -h /" } do
   local output = vm:ssh(command)
   io.write("$ ", command, "\n", output)

@@ -69,9 +69,35 @@ static int l_port_free(lua_State *L) {
   return 3;
 }
 
+/* core.free_port(address) -> port | nil, message: a TCP port that is free on
+   the IPv4 address now (the kernel's pick), for a forward of host port 0. */
+static int l_free_port(lua_State *L) {
+  const char *address = luaL_checkstring(L, 1);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  luaL_argcheck(L, inet_pton(AF_INET, address, &sa.sin_addr) == 1, 1, "not an IPv4 address");
+  socklen_t len = sizeof sa;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int err = fd < 0 ? errno : 0;
+  if (err == 0 && (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+                   getsockname(fd, (struct sockaddr *)&sa, &len) != 0))
+    err = errno;
+  if (fd >= 0) close(fd);
+  if (err != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, strerror(err));
+    return 2;
+  }
+  lua_pushinteger(L, ntohs(sa.sin_port));
+  return 1;
+}
+
 void vmlua_open_host(lua_State *L) {
   lua_pushcfunction(L, l_host);
   lua_setfield(L, -2, "host");
   lua_pushcfunction(L, l_port_free);
   lua_setfield(L, -2, "port_free");
+  lua_pushcfunction(L, l_free_port);
+  lua_setfield(L, -2, "free_port");
 }

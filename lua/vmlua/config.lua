@@ -204,6 +204,7 @@ end
 -- vmlua.nat { forward = { [HOSTPORT] = GUESTPORT, ... }, address = "127.0.0.1" }
 -- User-mode NAT. Forwards are TCP and bind `address` on the host: the
 -- default 127.0.0.1 keeps them local; "0.0.0.0" binds on all interfaces.
+-- Host port 0 is a free port, chosen at each start (auto = true).
 config.nat = fields.entry(function(where, spec)
   if spec == nil then spec = {} end
   spec_table(spec, where, "nat", "{ forward = { [2222] = 22 } }")
@@ -226,8 +227,9 @@ config.nat = fields.entry(function(where, spec)
   for hp, gp in pairs(f or {}) do
     local key = type(hp) == "string" and string.format("%q", hp) or tostring(hp)
     local field = "forward[" .. key .. "]"
-    local h = port(where, field, hp, "host")
-    forward[#forward + 1] = { host = h, guest = port(where, field, gp, "guest"), address = address }
+    local h = hp == 0 and 0 or port(where, field, hp, "host")
+    forward[#forward + 1] = { host = h, guest = port(where, field, gp, "guest"), address = address,
+                              auto = h == 0 or nil }
   end
   table.sort(forward, function(a, b) return a.host < b.host end)
   return object("nat", where, { forward = forward })

@@ -252,10 +252,37 @@ function VM:wait(state, opts)
   return self
 end
 
+-- Host port 0 in a forward: a port free now, chosen at each start.
+function machine.choose_ports(cfg)
+  for _, n in ipairs(cfg.net) do
+    for _, f in ipairs(n.forward) do
+      if f.auto then
+        local port, err = core.free_port(f.address)
+        if not port then return nil, "cannot find a free port on " .. f.address .. ": " .. err end
+        f.host = port
+      end
+    end
+  end
+  return true
+end
+
+--- The host ports forwarded to the guest: `{ [guest port] = host port }`, with the ports chosen at start
+-- for a forward of host port 0 (`forward = { [0] = 22 }`).
+-- @treturn table
+function VM:ports()
+  local ports = {}
+  for _, n in ipairs(self.config.net) do
+    for _, f in ipairs(n.forward) do
+      if f.host ~= 0 then ports[f.guest] = f.host end
+    end
+  end
+  return ports
+end
+
 --- Starts QEMU and returns when the guest runs; raises with the reason if not.
 -- With detach, a keeper process runs it (instance/keeper.lua): it outlives
 -- the script, which drives it as vmlua.attach would.
--- @tparam[opt] table opts `timeout` (seconds), `detach` (true: it outlives the script)
+-- @tparam[opt] table opts `detach` (true: a keeper process runs it, and it outlives the script)
 -- @return the VM
 function VM:start(opts)
   opts = machine.options(self, "start", opts, { "detach" })
@@ -273,6 +300,11 @@ function VM:start(opts)
   self.paths = runtime.paths(cfg.name)
   self.claim, err = runtime.claim(self.paths) -- held until _finish, so the name is ours
   if not self.claim then errors.raise(string.format("vm %s: cannot start: %s", self.name, err), 2) end
+  local chosen, why = machine.choose_ports(cfg)
+  if not chosen then
+    runtime.remove(self.paths, self.claim)
+    errors.raise(string.format("vm %s: cannot start: %s", self.name, why), 2)
+  end
   runtime.write_file(self.paths.config, config.encode(cfg))
   self.reason, self.stderr, self.stop_requested, self.panicked = nil, "", false, false
   self.stop_deadline, self.stopper, self.stop_resumes = nil, nil, nil

@@ -79,7 +79,8 @@ function plan.text(cfg)
   for i, n in ipairs(cfg.net) do
     if #n.forward == 0 then say("  net%-6d nat, no forwards", i - 1) end
     for j, f in ipairs(n.forward) do
-      say("  %-9s %s:%d -> guest %d/tcp", j == 1 and ("net" .. (i - 1)) or "", f.address, f.host, f.guest)
+      say("  %-9s %s:%s -> guest %d/tcp", j == 1 and ("net" .. (i - 1)) or "", f.address,
+          f.auto and "(a free port, chosen at start)" or tostring(f.host), f.guest)
     end
   end
   local paths = runtime.paths(cfg.name)
@@ -148,7 +149,7 @@ function plan.describe(cfg)
   for i, n in ipairs(cfg.net) do
     local fwd = {}
     for j, f in ipairs(n.forward) do
-      fwd[j] = { host = f.host, guest = f.guest, address = f.address, protocol = "tcp" }
+      fwd[j] = { host = f.host, guest = f.guest, address = f.address, protocol = "tcp", auto = f.auto }
     end
     net[i] = { kind = "nat", forward = list(fwd), where = where(n.where) }
   end

@@ -165,21 +165,23 @@ function validate.vm(cfg)
   local ports = {}
   for i, n in ipairs(cfg.net) do
     for _, f in ipairs(n.forward) do
-      local field = string.format("net[%d].forward[%d]", i, f.host)
-      local first = ports[f.host]
-      if first then
-        err(n.where, field, "host port %d is already forwarded by net[%d] (%s)", f.host, first,
-          fields.location(cfg.net[first].where))
-      else
-        ports[f.host] = i
-        -- QEMU would only say "Could not set up host forwarding rule"
-        -- A VM of this name that runs holds its own ports (starting it
-        -- again fails on its name, which says more).
-        local address = f.address or "127.0.0.1"
-        local free, why = core.port_free(address, f.host)
-        if not free and not require("vmlua.instance.store").running(cfg.name) then
-          err(n.where, field, "host port %d on %s cannot be bound (%s), so vm %s cannot forward it; "
-            .. "stop what uses it, or forward another port", f.host, address, why, cfg.name)
+      if not f.auto then -- host port 0: a free port, chosen at each start
+        local field = string.format("net[%d].forward[%d]", i, f.host)
+        local first = ports[f.host]
+        if first then
+          err(n.where, field, "host port %d is already forwarded by net[%d] (%s)", f.host, first,
+            fields.location(cfg.net[first].where))
+        else
+          ports[f.host] = i
+          -- QEMU would only say "Could not set up host forwarding rule"
+          -- A VM of this name that runs holds its own ports (starting it
+          -- again fails on its name, which says more).
+          local address = f.address or "127.0.0.1"
+          local free, why = core.port_free(address, f.host)
+          if not free and not require("vmlua.instance.store").running(cfg.name) then
+            err(n.where, field, "host port %d on %s cannot be bound (%s), so vm %s cannot forward it; "
+              .. "stop what uses it, or forward another port", f.host, address, why, cfg.name)
+          end
         end
       end
     end

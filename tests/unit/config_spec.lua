@@ -339,9 +339,15 @@ return x, y, boot]])
       assert.equal("0.0.0.0", n.forward[1].address)
     end)
 
+    it("takes host port 0 as a free port chosen at each start", function()
+      local n = vm('return vmlua.nat { forward = { [0] = 22, [2222] = 80 } }')
+      assert.same({ host = 0, guest = 22, address = "127.0.0.1", auto = true }, n.forward[1])
+      assert.same({ host = 2222, guest = 80, address = "127.0.0.1" }, n.forward[2])
+    end)
+
     it("refuses bad ports and addresses", function()
-      assert.equal(def .. ':2: forward[0]: host port 0 is outside 1-65535',
-        err('return vmlua.nat { forward = { [0] = 22 } }'))
+      assert.equal(def .. ':2: forward[-1]: host port -1 is outside 1-65535',
+        err('return vmlua.nat { forward = { [-1] = 22 } }'))
       assert.equal(def .. ':2: forward[2222]: guest port 70000 is outside 1-65535',
         err('return vmlua.nat { forward = { [2222] = 70000 } }'))
       assert.equal(def .. ':2: forward[2222]: guest port must be a whole number in 1-65535, got number 22.5',

@@ -62,6 +62,11 @@ function client.bind(vm)
     vm.qmp:close()
     return nil, "no answer on " .. paths.control .. ": " .. herr
   end
+  -- the configuration as it runs (the ports chosen at start)
+  local f = io.open(paths.config)
+  local running = f and config.decode(f:read("a"))
+  if f then f:close() end
+  if running then vm.config = running end
   local about = vm.qmp.about or {}
   remote.pid, remote.vmlua, remote.detached = about.pid, about.vmlua, about.detached
   vm.accel, vm.detached = about.accel, about.detached
