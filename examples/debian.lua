@@ -12,7 +12,7 @@ end
 
 local cache = env("VMLUA_CACHE") or ((env("XDG_CACHE_HOME") or env("HOME") .. "/.cache") .. "/vmlua")
 local image = cache .. "/guests/debian-x86_64/"
-local port = tonumber(env("VMLUA_SSH_PORT")) or 0 -- 0: a free port, chosen at start
+local port = tonumber(env("VMLUA_SSH_PORT") or "0") -- 0: a free port, chosen at start
 
 local vm = vmlua.vm {
   name = "debian",
