@@ -86,6 +86,17 @@ function store.running(name)
   return nil
 end
 
+-- Whether pid is alive and (where /proc tells) a vmlua keeper: a pid
+-- reused after a restart is not.
+function store.is_keeper(pid)
+  if not core.alive(pid) then return false end
+  local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
+  if not f then return true end
+  local cmdline = f:read("a") or ""
+  f:close()
+  return cmdline:find("\0keeper\0", 1, true) ~= nil
+end
+
 -- The last known status of a detached instance that does not run now, or
 -- nil when there is no such instance. One whose keeper died while it ran
 -- is recorded as stopped, with why.
@@ -97,7 +108,12 @@ function store.stopped(name)
     local cfg = read_json(paths.config) or {}
     status = { name = name, arch = cfg.arch, cpus = cfg.cpus, memory = cfg.memory, ports = {} }
   end
-  if not ENDED[status.state] then
+  local keeper = math.tointeger(status.vmlua)
+  if not ENDED[status.state] and keeper and store.is_keeper(keeper) then
+    -- it has let go of its runtime directory and is recording how it ended
+    status.state, status.detached = "stopping", true
+    return status
+  elseif not ENDED[status.state] then
     status.reason = string.format("its keeper (vmlua pid %s) ended without recording its end "
       .. "(killed, or the host restarted); its guard powered it off", tostring(math.tointeger(status.vmlua) or "?"))
     status.state, status.pid, status.outcome = "stopped", nil, "forced"
