@@ -508,6 +508,16 @@ function config.encode(cfg)
   return core.json_encode(cfg)
 end
 
+-- config.decode of a file: the configuration, or nil, why and (when the
+-- file cannot be opened) true.
+function config.load(path)
+  local f, err = io.open(path)
+  if not f then return nil, err, true end
+  local text = f:read("a")
+  f:close()
+  return config.decode(text)
+end
+
 function config.decode(text)
   local cfg, err = core.json_decode(text)
   if type(cfg) ~= "table" then return nil, "not a VM configuration: " .. tostring(err) end

@@ -42,12 +42,7 @@ function exec.run(argv, opts)
     end
     args[i] = tostring(a)
   end
-  local file = args[1]
-  if not file:find("/", 1, true) then
-    for dir in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
-      if core.executable(dir .. "/" .. file) then file = dir .. "/" .. file break end
-    end
-  end
+  local file = require("vmlua.host").which(args[1]) or args[1]
   local out, err, process = {}, {}, nil
   local ok, code, signal = task.await(function(wake)
     local why

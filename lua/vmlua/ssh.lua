@@ -127,17 +127,12 @@ end
 
 -- `vmlua ssh NAME [command]`: hands the terminal to ssh.
 function ssh.command(name, command)
-  local f = io.open(runtime.paths(name).config)
-  if not f then return nil, "no VM named " .. name .. " is running (see vmlua ls)" end
-  local cfg = require("vmlua.config").decode(f:read("a"))
-  f:close()
+  local cfg, _, missing = require("vmlua.config").load(runtime.paths(name).config)
+  if missing then return nil, "no VM named " .. name .. " is running (see vmlua ls)" end
   local target, why = ssh.target(cfg or {})
   if not target then return nil, "vm " .. name .. ": " .. why end
   local argv = ssh.argv(target, command, command == nil)
-  local file
-  for dir in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
-    if core.executable(dir .. "/ssh") then file = dir .. "/ssh" break end
-  end
+  local file = require("vmlua.host").which("ssh")
   if not file then return nil, "no ssh client on PATH (Debian: openssh-client)" end
   local _, err = core.exec(file, argv)
   return nil, "cannot run " .. file .. ": " .. tostring(err)

@@ -114,10 +114,8 @@ local function start(name)
   if store.running(name) then return fail(string.format("vm %s is already running; vmlua attach %s reaches it",
                                                           name, name)) end
   local paths = store.paths(name)
-  local f = io.open(paths.config)
-  if not f then return fail("no instance named " .. name .. " (see vmlua ls)") end
-  local cfg, err = require("vmlua.config").decode(f:read("a"))
-  f:close()
+  local cfg, err, missing = require("vmlua.config").load(paths.config)
+  if missing then return fail("no instance named " .. name .. " (see vmlua ls)") end
   if not cfg then return fail(string.format("vm %s: %s: %s", name, paths.config, err)) end
   local vm = require("vmlua.machine").from_config(cfg)
   vm:start { detach = true }

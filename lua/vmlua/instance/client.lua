@@ -63,9 +63,7 @@ function client.bind(vm)
     return nil, "no answer on " .. paths.control .. ": " .. herr
   end
   -- the configuration as it runs (the ports chosen at start)
-  local f = io.open(paths.config)
-  local running = f and config.decode(f:read("a"))
-  if f then f:close() end
+  local running = config.load(paths.config)
   if running then vm.config = running end
   local about = vm.qmp.about or {}
   remote.pid, remote.vmlua, remote.detached = about.pid, about.vmlua, about.detached
@@ -94,9 +92,7 @@ function client.attach(name)
       or "see vmlua ls"
     errors.raise(string.format("vmlua.attach: no VM named %s is running (%s)", name, why), 2)
   end
-  local f = io.open(runtime.paths(name).config)
-  local cfg = f and config.decode(f:read("a"))
-  if f then f:close() end
+  local cfg = config.load(runtime.paths(name).config)
   if not cfg then errors.raise("vmlua.attach: vm " .. name .. " has no readable configuration", 2) end
   local vm = require("vmlua.machine").from_config(cfg)
   local ok, err = client.bind(vm)

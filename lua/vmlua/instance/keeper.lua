@@ -97,10 +97,8 @@ end
 function keeper.main(name)
   local machine = require "vmlua.machine"
   local paths = store.paths(name or "")
-  local f = name and not runtime.name_problem(name) and io.open(paths.config)
   local cfg, err
-  if f then cfg, err = config.decode(f:read("a")) end
-  if f then f:close() end
+  if name and not runtime.name_problem(name) then cfg, err = config.load(paths.config) end
   if not cfg then
     say { error = "no instance " .. tostring(name) .. " to keep" .. (err and (": " .. err) or "") }
     return 1
