@@ -19,6 +19,9 @@ external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   JANSSON = { header = "jansson.h", library = "jansson" },
   LIBEDIT = { header = "editline/readline.h", library = "edit" },
+  -- no header: Debian keeps curl/curl.h in a multiarch directory luarocks does not search
+  LIBCURL = { library = "curl" },
+  LIBCRYPTO = { header = "openssl/evp.h", library = "crypto" },
 }
 -- The Makefile builds and installs, as `make install` does: the executable
 -- (bin/vmlua), the Lua modules and the core module. Objects go into the

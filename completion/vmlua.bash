@@ -30,11 +30,17 @@ _vmlua() {
   done
   case $cmd in
     plan)
-      if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W '--json --help' -- "$cur"))
+      if [ "$prev" = --allow ]; then COMPREPLY=($(compgen -d -- "$cur")); return; fi
+      if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W '--json --sandbox --allow --help' -- "$cur"))
       else COMPREPLY=($(compgen -f -X '!*.lua' -- "$cur") $(compgen -d -- "$cur")); fi
       return ;;
-    ls)
+    ls|recipes)
       COMPREPLY=($(compgen -W '--json --help' -- "$cur")); return ;;
+    run)
+      if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W '--help' -- "$cur"))
+      else COMPREPLY=($(compgen -W "$(vmlua recipes --json 2>/dev/null | sed -n 's/^ *"name": "\(.*\)",$/\1/p')" \
+                                   -- "$cur") $(compgen -f -X '!*.lua' -- "$cur")); fi
+      return ;;
     start|attach|ssh)
       if [[ $cur == -* ]]; then COMPREPLY=($(compgen -W '--help' -- "$cur"))
       else COMPREPLY=($(compgen -W "$(_vmlua_instances)" -- "$cur")); fi
@@ -54,11 +60,14 @@ _vmlua() {
   case $prev in
     -e) return ;;
     -l) COMPREPLY=($(compgen -W 'vmlua' -- "$cur")); return ;;
+    --allow) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+    --cpu-limit|--memory-limit) return ;;
   esac
   if [[ $cur == -* ]]; then
-    COMPREPLY=($(compgen -W '-e -l -i -q -v -h --help --version -- -' -- "$cur"))
+    COMPREPLY=($(compgen -W '-e -l -i -q -v -h --help --version --sandbox --allow --cpu-limit --memory-limit -- -' \
+                         -- "$cur"))
   else
-    COMPREPLY=($(compgen -W 'plan ls start stop attach ssh rm' -- "$cur")
+    COMPREPLY=($(compgen -W 'plan ls start stop attach ssh rm run recipes' -- "$cur")
                $(compgen -f -X '!*.lua' -- "$cur") $(compgen -d -- "$cur"))
   fi
 }

@@ -7,12 +7,16 @@ set -euo pipefail
 packages=(
   gcc make pkg-config                    # build
   liblua5.4-dev lua5.4 libuv1-dev libjansson-dev libedit-dev
+  libcurl4-openssl-dev libssl-dev python3 # vmlua.image: downloads, SHA-256; its specs' HTTP server
   lua-filesystem                         # directory walks (LuaFileSystem)
   lua-busted lua-check                   # tests and lint
   lua-ldoc luarocks zsh                  # make doc; the rockspec and zsh completion specs
   qemu-system-x86 qemu-system-arm qemu-utils qemu-efi-aarch64 ovmf # the backend, UEFI firmware
   busybox-static cpio e2fsprogs          # guests (scripts/build-guests.sh)
+  grub-common grub-efi-amd64-bin dosfstools mtools fdisk # EFI disks (scripts/build-efi.sh)
   debootstrap openssh-client             # the Debian guest (scripts/build-debian.sh), vm:ssh
+  xorriso                                # cloud-init seeds (vmlua.cloudinit)
+  vde-switch                             # private networks between VMs (vmlua.lan)
   valgrind                               # memory checks in CI
 )
 

@@ -5,6 +5,13 @@
 
 #include "core.h"
 
+/* What the wrapped function returned, also after it yielded (a task that waits). */
+static int located_done(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L);
+}
+
 /* Calls the wrapped function as f({source=, short_src=, currentline=}, ...) */
 static int located_call(lua_State *L) {
   int nargs = lua_gettop(L);
@@ -25,8 +32,8 @@ static int located_call(lua_State *L) {
     }
   }
   lua_rotate(L, 1, 2); /* f, info, args... */
-  lua_call(L, nargs + 1, LUA_MULTRET);
-  return lua_gettop(L);
+  lua_callk(L, nargs + 1, LUA_MULTRET, 0, located_done);
+  return located_done(L, LUA_OK, 0);
 }
 
 static int l_located(lua_State *L) {

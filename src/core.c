@@ -17,5 +17,8 @@ int luaopen_vmlua_core(lua_State *L) {
   vmlua_open_interrupt(L);
   vmlua_open_lock(L);
   vmlua_open_guard(L);
+  vmlua_open_memlimit(L);
+  vmlua_open_download(L);
+  vmlua_open_sha256(L);
   return 1;
 }

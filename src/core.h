@@ -23,6 +23,9 @@ void vmlua_open_editline(lua_State *L);
 void vmlua_open_interrupt(lua_State *L);
 void vmlua_open_lock(lua_State *L);
 void vmlua_open_guard(lua_State *L);
+void vmlua_open_memlimit(lua_State *L);
+void vmlua_open_download(lua_State *L);
+void vmlua_open_sha256(lua_State *L);
 
 /* loop.c */
 uv_loop_t *vmlua_loop(void);

@@ -13,6 +13,7 @@ usage: vmlua [options] [FILE [args]]
        vmlua plan [--json] FILE [args]
        vmlua ls [--json] | start NAME | stop NAME [--force] [--timeout S]
        vmlua attach NAME | ssh NAME [COMMAND...] | rm NAME [--force]
+       vmlua run RECIPE [NAME=VALUE...] | recipes [--json]
 Run FILE, a VM definition or script; with no FILE, start an interactive prompt.
   -e STAT   run the Lua statement STAT (the global vmlua is the module)
   -l MOD    require MOD into global MOD (-l g=MOD: into global g)
@@ -22,6 +23,12 @@ Run FILE, a VM definition or script; with no FILE, start an interactive prompt.
   -h, --help     print this help
   --        stop handling options
   -         run standard input
+  --sandbox run FILE, someone else's recipe, in a sandbox: no commands, reads
+            only under its directory and vmlua's cache, its VMs' files too
+            (vmlua plan --sandbox FILE: review what it would start)
+  --allow DIR            let the sandboxed FILE (and its VMs) use DIR as well
+  --cpu-limit S          its Lua code's CPU time (default 1 s per run)
+  --memory-limit SIZE    the memory its Lua code may take (default 64M)
 Commands (each takes --help):
   plan      print the resolved VM(s) and QEMU command lines; start nothing
   ls        list running VMs and detached instances
@@ -30,6 +37,8 @@ Commands (each takes --help):
   attach    attach this terminal to a VM's console (Ctrl-] detaches)
   ssh       log in to a VM, or run a command there, with ssh
   rm        forget a stopped instance (--force: stop it first)
+  run       boot a recipe found on the recipe path, with NAME=VALUE parameters
+  recipes   list the recipes on the recipe path (VMLUA_PATH, ...)
 Environment: VMLUA_DEBUG=qmp shows the QMP traffic; VMLUA_RUNTIME_DIR,
 VMLUA_CACHE, VMLUA_ACCEL and the rest are in vmlua(1). At the prompt: help().]=]
 
@@ -71,12 +80,18 @@ local function parse(argv)
       opts.help, i = true, i + 1
     elseif a == "--version" then
       opts.version, i = true, i + 1
+    elseif require("vmlua.sandbox.cli").takes(a) then -- --sandbox, --allow DIR, ...
+      local next_i, err = require("vmlua.sandbox.cli").option(opts, argv, i)
+      if not next_i then return nil, err end
+      i = next_i
     else
       return nil, "unrecognized option '" .. a .. "'"
     end
   end
   opts.script = argv[i]
   opts.script_index = i
+  local problem = require("vmlua.sandbox.cli").problem(opts)
+  if problem then return nil, problem end
   return opts
 end
 
@@ -102,9 +117,12 @@ local function run_actions(actions)
   end
 end
 
-local COMMANDS = { "plan", "ls", "start", "stop", "attach", "rm" }
+local COMMANDS = { "plan", "ls", "start", "stop", "attach", "rm", "run", "recipes" }
 
 local function load_script(script)
+  if script ~= "-" then -- its directory is on the recipe path
+    require("vmlua.recipe.path").script_dir = script:match("^(.*)/[^/]*$") or "."
+  end
   local chunk, err = loadfile(script ~= "-" and script or nil)
   if not chunk then -- one line, as lua says it; `vmlua list` may have meant a command
     local near
@@ -234,7 +252,19 @@ end
 local function plan_command(argv)
   local json = false
   local i = 2
-  if argv[i] == "--json" then json, i = true, i + 1 end
+  local sandbox_opts = {} -- --sandbox [--allow DIR]...: the file runs in the sandbox
+  while argv[i] == "--json" or require("vmlua.sandbox.cli").takes(argv[i]) do
+    if argv[i] == "--json" then
+      json, i = true, i + 1
+    else
+      local next_i, err = require("vmlua.sandbox.cli").option(sandbox_opts, argv, i)
+      if not next_i then
+        report("plan: " .. err)
+        return 2
+      end
+      i = next_i
+    end
+  end
   local script = argv[i]
   if not script then
     report("plan: which file? usage: vmlua plan [--json] FILE")
@@ -258,7 +288,16 @@ local function plan_command(argv)
     for k = 1, parts.n do parts[k] = tostring(parts[k]) end
     io.stderr:write(table.concat(parts, "\t", 1, parts.n), "\n")
   end
-  local ok = run_main(function() load_script(script)(script_args(argv, i)) end)
+  local ok = run_main(function()
+    local recipes = require "vmlua.cli.recipes"
+    if recipes.is_name(script) then -- vmlua plan RECIPE NAME=VALUE...
+      recipes.instantiate(require("vmlua.recipe").find(script), { table.unpack(argv, i + 1) })
+    else -- a file; one that returns a recipe gets NAME=VALUE from the command line
+      local sbx = sandbox_opts.sandbox
+      local r = (sbx and require("vmlua.sandbox.cli").chunk(script, sbx) or load_script(script))(script_args(argv, i))
+      if require("vmlua.recipe").is(r) then recipes.instantiate(r, { table.unpack(argv, i + 1) }) end
+    end
+  end)
   io.output(stdout)
   _G.print = print_
   os.execute, io.popen = execute, popen -- luacheck: ignore 122
@@ -290,12 +329,25 @@ function cli.main(argv)
   task.report = report
   machine.announce_stops = true -- vm:stop() says how it went, on stderr
   local instances = require "vmlua.cli.instances"
-  if argv[1] == "-q" and (argv[2] == "plan" or instances.is_command(argv[2])) then
+  if argv[1] == "-q" and (argv[2] == "plan" or argv[2] == "run" or argv[2] == "recipes"
+                          or instances.is_command(argv[2])) then
     notice.quiet = true -- vmlua -q COMMAND ...
     table.remove(argv, 1)
   end
   if argv[1] == "plan" then return plan_command(argv) end
   if argv[1] == "keeper" then return require("vmlua.instance.keeper").main(argv[2]) end
+  if argv[1] == "recipes" then
+    local code
+    local ok = run_main(function() code = require("vmlua.cli.recipes").list_command({ table.unpack(argv, 2) }) end)
+    return ok and code or 1
+  end
+  local run_recipe -- vmlua run RECIPE ...: RECIPE runs as a file that returns the recipe
+  if argv[1] == "run" then
+    local code
+    run_recipe, code = require("vmlua.cli.recipes").run_args(argv)
+    if not run_recipe then return code end
+    table.remove(argv, 1)
+  end
   if instances.is_command(argv[1]) then
     local code
     local ok = run_main(function() code = instances.run(argv[1], { table.unpack(argv, 2) }) end)
@@ -321,11 +373,23 @@ function cli.main(argv)
     run_actions(opts.actions)
     if opts.script then
       local started = #machine.defined
-      local chunk = load_script(opts.script)
+      local recipes = require "vmlua.cli.recipes"
+      local found -- where vmlua run found its recipe
+      local chunk = run_recipe and function()
+        local r, _, origin = recipes.resolve_name(run_recipe)
+        found = origin
+        return r
+      end or opts.sandbox and require("vmlua.sandbox.cli").chunk(opts.script, opts.sandbox)
+        or load_script(opts.script)
       if opts.interactive then
         locals = require("vmlua.repl").capture(chunk, script_args(argv, opts.script_index))
       else
-        chunk(script_args(argv, opts.script_index))
+        local r = chunk(script_args(argv, opts.script_index))
+        -- a file that returns a recipe: NAME=VALUE arguments are its parameters
+        if require("vmlua.recipe").is(r)
+            and recipes.instantiate(r, { script_args(argv, opts.script_index) }, found) == "help" then
+          return
+        end
       end
       local any_started = false
       for _, vm in ipairs(machine.defined) do

@@ -66,12 +66,21 @@ end
 -- frame even then, so when the core offers core.located(f) (a C closure
 -- that calls f(info, ...) with debug information about its caller), the
 -- entry is built with it and tail calls are located exactly.
+--
+-- fields.pinned, when set, is the `where` of the next entry called (and is
+-- then cleared): the sandbox calls entries for a recipe, from its own frame.
 function fields.entry(f)
   if core.located then
-    return core.located(function(info, ...) return f(fields.from_info(info), ...) end)
+    return core.located(function(info, ...)
+      local where = fields.pinned or fields.from_info(info)
+      fields.pinned = nil
+      return f(where, ...)
+    end)
   end
   return function(...)
-    return f(fields.where(2), ...)
+    local where = fields.pinned or fields.where(2)
+    fields.pinned = nil
+    return f(where, ...)
   end
 end
 
