@@ -2,13 +2,17 @@
 # The benchmarks (make bench): vmlua plan's start-up time, then boot to
 # prompt through vmlua against QEMU run directly, vmlua's footprint while
 # its guest idles, console throughput through vmlua against QEMU
-# writing the console to a file, and restore from a snapshot against a cold
-# boot. They print tables; they never fail on timing.
+# writing the console to a file, restore from a snapshot against a cold
+# boot, and the Debian guest's boot to ssh with vmlua's footprint while it
+# idles. They print tables; they never fail on timing.
 set -eu
 cd "$(dirname "$0")/.."
 VMLUA=build/bin/vmlua
 echo "== vmlua plan: start-up, process start included"
 "$VMLUA" bench/plan.lua 50
+echo
+echo "== vmlua plan of a recipe (10 parameters, 5 directories on VMLUA_PATH) against a plain definition"
+"$VMLUA" bench/recipes.lua 50
 echo
 echo "== boot to prompt, and vmlua while its guest idles"
 "$VMLUA" bench/boot.lua -n 5 -i 10 x86_64 aarch64
@@ -18,3 +22,6 @@ echo "== console throughput: a guest flooding its console, through vmlua and to 
 echo
 echo "== restore from a snapshot against a cold boot, to a shell that answers; the saved state's size"
 "$VMLUA" bench/restore.lua -n 5 x86_64
+echo
+echo "== the Debian guest: boot to ssh through vmlua against QEMU run directly; vmlua while it idles"
+"$VMLUA" bench/debian.lua -n 3 -i 30

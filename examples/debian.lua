@@ -24,13 +24,16 @@ local vm = vmlua.vm {
   disks = { vmlua.disk { path = vmlua.here("debian.qcow2"), base = image .. "root.ext4" } },
   net = { vmlua.nat { forward = { [port] = 22 } } },
   ssh = { user = "root", key = image .. "id_ed25519" },
+  agent = true, -- qemu-guest-agent runs vm:run's commands: the console has a login prompt
 }
 
 vm:start { detach = env("VMLUA_DETACH") ~= nil }
 vm:wait_ssh { timeout = 180 }
-print(string.format("ssh: vmlua ssh debian, or ssh -p %d root@127.0.0.1", vm:ports()[22]))
+-- (vmlua plan starts nothing, so no port is chosen yet)
+print(string.format("ssh: vmlua ssh debian, or ssh -p %s root@127.0.0.1", vm:ports()[22] or "PORT"))
 for _, command in ipairs { "uname -srm", "systemctl is-system-running", "df -h /" } do
   local output = vm:ssh(command)
   io.write("$ ", command, "\n", output)
 end
+io.write("vm:run, through the guest agent: ", vm:run("systemd-detect-virt"))
 if not env("VMLUA_DETACH") then print(vm:stop()) end

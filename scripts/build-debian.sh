@@ -2,15 +2,18 @@
 # Build a Debian 12 development guest for x86_64: debootstrap --variant=minbase
 # with systemd, udev, openssh-server and Debian's cloud kernel (its initramfs
 # mounts the virtio-blk root), DHCP on the virtio NIC by systemd-networkd,
-# and root login by a key made for this cache only (no password). Cached,
-# and rebuilt only when this script changes.
+# and root login by a key made for this cache only (no password). cloud-init
+# configures it from a NoCloud seed (vmlua.cloudinit{}) when one is attached;
+# without one, its ds-identify turns it off for the boot. Cached, and rebuilt
+# only when this script changes.
 #
 # usage: scripts/build-debian.sh
 #
 # Output: $VMLUA_CACHE/guests/debian-x86_64/{vmlinuz,initrd.img,root.ext4,
 # id_ed25519,id_ed25519.pub,stamp}, where VMLUA_CACHE defaults to
 # ${XDG_CACHE_HOME:-~/.cache}/vmlua. Packages come from the mirror in the
-# host's apt configuration. Needs root (debootstrap) and about 70 s.
+# host's apt configuration. Needs root (debootstrap) and a few
+# minutes (about 70 s before cloud-init and its Python were added).
 set -euo pipefail
 
 case ${1-} in -h | --help) sed -n '2,/^set/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit ;; esac
@@ -45,8 +48,10 @@ root=$work/root
 
 started=$(date +%s)
 say "debootstrap $suite from $mirror"
+# python3-cffi-backend: cloud-init needs python3-cryptography, which asks for a
+# virtual package (python3-cffi-backend-api-min) that debootstrap cannot resolve.
 debootstrap --variant=minbase --arch=amd64 \
-	--include=systemd,systemd-sysv,udev,dbus,openssh-server,linux-image-cloud-amd64,initramfs-tools,iproute2,procps,e2fsprogs,qemu-guest-agent \
+	--include=systemd,systemd-sysv,udev,dbus,openssh-server,linux-image-cloud-amd64,initramfs-tools,iproute2,procps,e2fsprogs,qemu-guest-agent,cloud-init,python3-cffi-backend \
 	"$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
 	{ tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
 
@@ -70,6 +75,17 @@ install -m 600 "$work/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
 printf 'PasswordAuthentication no\nPermitRootLogin prohibit-password\nUseDNS no\n' \
 	>"$root/etc/ssh/sshd_config.d/vmlua.conf"
 chroot "$root" passwd -q -l root >/dev/null
+# cloud-init looks only for data on a local disk (NoCloud's cidata seed, or a
+# config-2 drive): no network metadata services to wait for. With neither,
+# its ds-identify turns it off for the boot (with one source listed it would
+# always run, even without a seed). Its default locale,
+# en_US.UTF-8, is not generated in this image (Debian's locale-gen ignores
+# its argument), so it keeps C.UTF-8, which glibc has built in.
+echo LANG=C.UTF-8 >"$root/etc/default/locale"
+cat >"$root/etc/cloud/cloud.cfg.d/90-vmlua.cfg" <<'EOF'
+datasource_list: [ NoCloud, ConfigDrive ]
+locale: C.UTF-8
+EOF
 chroot "$root" apt-get -qq clean
 rm -rf "$root/var/lib/apt/lists/"* "$root/var/cache/apt/"*.bin
 

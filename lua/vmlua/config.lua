@@ -1,17 +1,22 @@
 -- The configuration model: the constructors users call (vmlua.linux,
--- vmlua.efi, vmlua.disk, vmlua.nat, vmlua.share, vmlua.console), vmlua.vm's spec, and
+-- vmlua.efi, vmlua.disk, vmlua.nat, vmlua.share, vmlua.console,
+-- vmlua.cloudinit), vmlua.vm's spec, and
 -- the normalized VM configuration the backend and life cycle read:
 --
 --   { name=, arch=, accel="kvm"|"hvf"|"tcg"|nil, accel_by="accel"|"VMLUA_ACCEL"|nil,
 --     cpus=, memory= (bytes),
 --     boot = { kind="linux", kernel=, initrd=|nil, cmdline={...}, where= }
---          | { kind="efi", firmware=|nil, vars=|nil, where= } | nil,
+--          | { kind="efi", firmware=|nil, vars=, template=|nil, own=, where= } | nil,
 --     disks = { { kind="disk", path=, format="raw"|"qcow2", readonly=, size=|nil, base=|nil,
 --                 ephemeral=, where= }, ... },
---     net = { { kind="nat", forward={ {host=, guest=, address=}, ... }, where= }, ... },
+--     net = { { kind="nat", forward={ {host=, guest=, address=, protocol="tcp"|"udp"}, ... }, where= }
+--           | { kind="lan", name=, mac=, where= }, ... },
 --     shares = { { kind="share", host=, tag=, readonly=, where= }, ... },
 --     console = { kind="console", log=|nil, stdio=, where= },
 --     reboot = false, qemu = { extra QEMU arguments, unchecked },
+--     agent = false (true: a virtio-serial port for the QEMU guest agent, see agent.lua),
+--     cloudinit = { kind="cloudinit", user_data=, meta_data=, network_config=,
+--                   seed= (its ISO, set at start), where= } | nil,
 --     where = { source=, short=, line= } }
 --
 -- Defaults: name = the defining file's basename, arch = the host's, cpus = 1,
@@ -129,7 +134,7 @@ end)
 
 -- vmlua.efi { firmware = PATH, vars = PATH }: both optional; the firmware
 -- defaults to the distribution's (Debian: ovmf, qemu-efi-aarch64) for the
--- VM's architecture, and without `vars` the UEFI variables do not persist.
+-- VM's architecture, and the variable store to the VM's own (efi.lua).
 config.efi = fields.entry(function(where, spec)
   if spec == nil then spec = {} end
   spec_table(spec, where, "efi", "{ firmware = PATH, vars = PATH }")
@@ -201,14 +206,15 @@ local function ipv4(s)
   return true
 end
 
--- vmlua.nat { forward = { [HOSTPORT] = GUESTPORT, ... }, address = "127.0.0.1" }
--- User-mode NAT. Forwards are TCP and bind `address` on the host: the
--- default 127.0.0.1 keeps them local; "0.0.0.0" binds on all interfaces.
--- Host port 0 is a free port, chosen at each start (auto = true).
+-- vmlua.nat { forward = { [HOSTPORT] = GUESTPORT, ... }, udp = { [HOSTPORT] = GUESTPORT },
+--             address = "127.0.0.1" }
+-- User-mode NAT. `forward` is TCP and `udp` is UDP; both bind `address` on
+-- the host: the default 127.0.0.1 keeps them local; "0.0.0.0" binds on all
+-- interfaces. TCP host port 0 is a free port, chosen at each start (auto = true).
 config.nat = fields.entry(function(where, spec)
   if spec == nil then spec = {} end
   spec_table(spec, where, "nat", "{ forward = { [2222] = 22 } }")
-  fields.check(spec, { "forward", "address" }, where, "vmlua.nat")
+  fields.check(spec, { "forward", "udp", "address" }, where, "vmlua.nat")
   local address = spec.address
   if address == nil then
     address = "127.0.0.1"
@@ -217,21 +223,31 @@ config.nat = fields.entry(function(where, spec)
       describe(address))
   end
   local forward = {}
-  local f = spec.forward
-  if f ~= nil and type(f) ~= "table" then
-    fail(where, "forward", "expected a table { [HOSTPORT] = GUESTPORT }, got %s", describe(f))
+  for _, kind in ipairs { { "forward", "tcp", 2222, 22 }, { "udp", "udp", 5353, 53 } } do
+    local name, protocol, example_host, example_guest = table.unpack(kind)
+    local f = spec[name]
+    if f ~= nil and type(f) ~= "table" then
+      fail(where, name, "expected a table { [HOSTPORT] = GUESTPORT }, got %s", describe(f))
+    end
+    if f and f[1] ~= nil then
+      fail(where, name .. "[1]", "this forwards host port 1; write { [HOSTPORT] = GUESTPORT }, e.g. { [%d] = %d }",
+        example_host, example_guest)
+    end
+    for hp, gp in pairs(f or {}) do
+      local key = type(hp) == "string" and string.format("%q", hp) or tostring(hp)
+      local field = name .. "[" .. key .. "]"
+      if hp == 0 and protocol == "udp" then
+        fail(where, field, "a free host port is chosen for TCP forwards only; give the UDP host port")
+      end
+      local h = hp == 0 and 0 or port(where, field, hp, "host")
+      forward[#forward + 1] = { host = h, guest = port(where, field, gp, "guest"), address = address,
+                                auto = h == 0 or nil, protocol = protocol }
+    end
   end
-  if f and f[1] ~= nil then
-    fail(where, "forward[1]", "this forwards host port 1; write { [HOSTPORT] = GUESTPORT }, e.g. { [2222] = 22 }")
-  end
-  for hp, gp in pairs(f or {}) do
-    local key = type(hp) == "string" and string.format("%q", hp) or tostring(hp)
-    local field = "forward[" .. key .. "]"
-    local h = hp == 0 and 0 or port(where, field, hp, "host")
-    forward[#forward + 1] = { host = h, guest = port(where, field, gp, "guest"), address = address,
-                              auto = h == 0 or nil }
-  end
-  table.sort(forward, function(a, b) return a.host < b.host end)
+  table.sort(forward, function(a, b)
+    if a.protocol ~= b.protocol then return a.protocol < b.protocol end
+    return a.host < b.host
+  end)
   return object("nat", where, { forward = forward })
 end)
 
@@ -256,6 +272,28 @@ config.share = fields.entry(function(where, spec)
     tag = tag,
     readonly = bool_field(where, "readonly", spec.readonly, false),
   })
+end)
+
+-- vmlua.cloudinit { user_data = "#cloud-config ..." | {...}, meta_data = {...},
+--                  network_config = "..." | {...} }: a NoCloud seed (cloudinit.lua).
+config.cloudinit = fields.entry(function(where, spec)
+  return object("cloudinit", where, require("vmlua.cloudinit").spec(where, spec))
+end)
+
+-- vmlua.lan { name = "lab" }: a private Ethernet network between the VMs
+-- on it, of this script and of any other vmlua process (lan.lua).
+config.lan = fields.entry(function(where, spec)
+  spec_table(spec, where, "lan", '{ name = "lab" }')
+  fields.check(spec, { "name" }, where, "vmlua.lan")
+  local name = spec.name
+  if name == nil then
+    fail(where, "name", 'missing; give the LAN a name, e.g. name = "lab" (VMs on LANs of one name share it)')
+  elseif type(name) ~= "string" then
+    fail(where, "name", "expected a string, got %s", describe(name))
+  end
+  local problem = require("vmlua.lan").name_problem(name)
+  if problem then fail(where, "name", "%s", problem) end
+  return object("lan", where, { name = name })
 end)
 
 -- qemu = { "-device", "..." }: arguments appended to QEMU's, as given.
@@ -325,7 +363,7 @@ local function first_file(candidates)
   return nil
 end
 
-local function boot_field(where, v, arch)
+local function boot_field(where, v, arch, name)
   if v == nil then return nil end
   if not (config.is(v, "linux") or config.is(v, "efi")) then
     fail(where, "boot", "expected vmlua.linux{...} or vmlua.efi{...}, got %s", describe(v))
@@ -336,13 +374,15 @@ local function boot_field(where, v, arch)
     b.cmdline = final_cmdline(v.cmdline, arch)
     if b.firmware == nil then b.firmware = first_file(a and a.linux_firmware) end
     if b.firmware == false then b.firmware = nil end
-  elseif b.kind == "efi" and not b.firmware then
-    b.firmware = first_file(a and a.firmware)
+  elseif b.kind == "efi" then
+    require("vmlua.efi").resolve(b, name, a and a.firmware)
   end
   return b
 end
 
+-- A list of devices of `kind` (a kind, or a set of kinds) for `field`.
 local function devices(where, field, v, kind, ctor)
+  local kinds = type(kind) == "table" and kind or { [kind] = true }
   if v == nil then return {} end
   if type(v) ~= "table" then
     fail(where, field, "expected a list of %s{...}, got %s", ctor, describe(v))
@@ -353,12 +393,28 @@ local function devices(where, field, v, kind, ctor)
   end
   local list = {}
   for i, d in ipairs(v) do
-    if not config.is(d, kind) then
+    if not (config.is(d) and kinds[d.kind]) then
       fail(where, string.format("%s[%d]", field, i), "expected %s{...}, got %s", ctor, describe(d))
     end
     list[i] = copy(d)
   end
   return list
+end
+
+local function cloudinit_field(where, v)
+  if v == nil then return nil end
+  if not config.is(v, "cloudinit") then
+    fail(where, "cloudinit", 'expected vmlua.cloudinit{ user_data = ... }, got %s', describe(v))
+  end
+  return copy(v)
+end
+
+-- Each LAN device gets its VM's MAC address on that LAN (lan.mac).
+local function lan_macs(net, vm_name)
+  for _, n in ipairs(net) do
+    if n.kind == "lan" then n.mac = require("vmlua.lan").mac(vm_name, n.name) end
+  end
+  return net
 end
 
 local function default_name(where)
@@ -369,7 +425,7 @@ local function default_name(where)
 end
 
 local VM_FIELDS = { "name", "arch", "accel", "cpus", "memory", "boot", "disks", "net", "console", "ssh",
-                    "shares", "reboot", "qemu" }
+                    "shares", "reboot", "qemu", "cloudinit", "agent" }
 
 config.accels = { "kvm", "hvf", "tcg" }
 
@@ -411,6 +467,7 @@ end
 -- the user's `where` itself (see fields.entry).
 function config.vm(spec, level)
   local where = where_of(level)
+  if config.spec_hook then spec = config.spec_hook(spec, where) end -- a recipe extension's vm = {...}
   spec_table(spec, where, "vm", '{ memory = "1G", boot = vmlua.linux{...} }')
   fields.check(spec, VM_FIELDS, where, "vmlua.vm")
 
@@ -469,33 +526,36 @@ function config.vm(spec, level)
     accel_by = accel_by,
     cpus = cpus,
     memory = memory,
-    boot = boot_field(where, spec.boot, arch),
+    boot = boot_field(where, spec.boot, arch, name),
     disks = devices(where, "disks", spec.disks, "disk", "vmlua.disk"),
-    net = devices(where, "net", spec.net, "nat", "vmlua.nat"),
+    net = lan_macs(devices(where, "net", spec.net, { nat = true, lan = true }, "vmlua.nat{...} or vmlua.lan"), name),
     shares = devices(where, "shares", spec.shares, "share", "vmlua.share"),
     console = console,
     reboot = bool_field(where, "reboot", spec.reboot, false),
+    agent = bool_field(where, "agent", spec.agent, false),
     qemu = qemu_field(where, spec.qemu),
-    ssh = require("vmlua.ssh").field(where, spec.ssh),
+    cloudinit = cloudinit_field(where, spec.cloudinit),
+    ssh = require("vmlua.ssh").field(where, spec.ssh, { name = name, cloudinit = spec.cloudinit ~= nil }),
     where = where,
   }
 end
 
--- config.add(cfg, device, level): appends a disk, a NAT device or a share; `level`
+-- config.add(cfg, device, level): appends a disk, a NAT device, a LAN or a share; `level`
 -- as for config.vm.
 function config.add(cfg, device, level)
   local where = where_of(level)
   if config.is(device, "disk") then
     cfg.disks[#cfg.disks + 1] = copy(device)
-  elseif config.is(device, "nat") then
-    cfg.net[#cfg.net + 1] = copy(device)
+  elseif config.is(device, "nat") or config.is(device, "lan") then
+    cfg.net[#cfg.net + 1] = lan_macs({ copy(device) }, cfg.name)[1]
   elseif config.is(device, "share") then
     cfg.shares[#cfg.shares + 1] = copy(device)
   elseif config.is(device) then
     local field = device.kind == "console" and "console" or "boot"
     fail(where, "add", "a %s is not a device to add; set it with vmlua.vm{ %s = ... }", device.kind, field)
   else
-    fail(where, "add", "expected a device made by vmlua.disk{...}, vmlua.nat{...} or vmlua.share{...}, got %s",
+    fail(where, "add", "expected a device made by vmlua.disk{...}, vmlua.nat{...}, vmlua.lan{...} or "
+      .. "vmlua.share{...}, got %s",
       describe(device))
   end
   return cfg
@@ -525,7 +585,9 @@ function config.decode(text)
     if cfg[key] == nil then return nil, "not a VM configuration: no " .. key end
   end
   cfg.disks, cfg.net, cfg.shares, cfg.qemu = cfg.disks or {}, cfg.net or {}, cfg.shares or {}, cfg.qemu or {}
-  for _, n in ipairs(cfg.net) do n.forward = n.forward or {} end
+  for _, n in ipairs(cfg.net) do
+    if n.kind ~= "lan" then n.forward = n.forward or {} end
+  end
   if cfg.boot and cfg.boot.kind == "linux" then cfg.boot.cmdline = cfg.boot.cmdline or {} end
   cfg.cpus, cfg.memory = math.tointeger(cfg.cpus), math.tointeger(cfg.memory)
   return cfg

@@ -20,7 +20,9 @@ local vmlua = {
   --- Defines a VM; fails at the caller's line if a field is wrong. See the README's Configuration.
   -- @function vm
   -- @tparam table spec `name`, `arch`, `accel`, `cpus`, `memory`, `boot`, `disks`, `net`, `shares`, `console`,
-  -- `reboot` (a guest's reboot restarts it rather than ending the VM), `qemu` (extra QEMU arguments, unchecked)
+  -- `reboot` (a guest's reboot restarts it rather than ending the VM), `qemu` (extra QEMU arguments, unchecked),
+  -- `ssh` (`{ user=, key=, port= }`), `cloudinit` (a `vmlua.cloudinit{}` seed),
+  -- `agent` (a port for the QEMU guest agent, which vm:run uses)
   -- @treturn VM the VM, stopped
   vm = machine.new,
   --- A VM rebuilt from a snapshot (vm:save) and restored: it runs where it was saved.
@@ -33,9 +35,10 @@ local vmlua = {
   -- @function linux
   -- @tparam table spec `kernel`, `initrd`, `cmdline` (a list), `firmware` (a path, or false)
   linux = config.linux,
-  --- Boot through UEFI firmware, from the disks.
+  --- Boot through UEFI firmware, from the disks (the first disk first): a disk carrying its own boot loader.
   -- @function efi
-  -- @tparam[opt] table spec `firmware`, `vars`
+  -- @tparam[opt] table spec `firmware` (default: the distribution's), `vars` (the UEFI variable store; made
+  -- from the firmware's template when missing; default: the VM's own, kept across its starts)
   efi = config.efi,
   --- A disk: an image file (raw or qcow2) or a block device.
   -- @function disk
@@ -43,13 +46,27 @@ local vmlua = {
   disk = config.disk,
   --- User-mode NAT networking, with host ports forwarded to the guest.
   -- @function nat
-  -- @tparam[opt] table spec `forward` ({ [host port] = guest port }), `address` (default 127.0.0.1)
+  -- @tparam[opt] table spec `forward` ({ [host port] = guest port }, TCP), `udp` (the same, UDP),
+  -- `address` (default 127.0.0.1)
   nat = config.nat,
+  --- A private Ethernet network between the VMs on it, of this script and of other vmlua processes
+  -- (detached instances too), switched by a VDE switch that ends with the last VM on it. Each VM on it
+  -- gets a MAC address derived from its name and the LAN's: `net = { vmlua.lan { name = "lab" } }`.
+  -- @function lan
+  -- @tparam table spec `name` (letters, digits, '.', '_', '-'; at most 32)
+  lan = config.lan,
   --- A host directory shared with the guest through virtio-fs; the guest mounts it by its tag
   -- (`mount -t virtiofs TAG /mnt`). Needs root and QEMU's virtiofsd.
   -- @function share
   -- @tparam table spec `host` (a directory), `tag` (1 to 36 letters, digits, '.', '_', '-'), `readonly`
   share = config.share,
+  --- A cloud-init NoCloud seed (label cidata), built at start with xorriso, cached by content, attached
+  -- read-only: `cloudinit = vmlua.cloudinit{...}` in `vmlua.vm{}`. With `ssh = { user = ... }` and no key,
+  -- the VM gets an ssh key of its own, which the seed's user-data hands to the guest.
+  -- @function cloudinit
+  -- @tparam table spec `user_data` (a "#cloud-config" text, or a table written as JSON), `meta_data` (a table;
+  -- `instance-id` and `local-hostname` are filled in), `network_config` (a text, or a table)
+  cloudinit = config.cloudinit,
   --- The serial console: logged to a file, or shown on the terminal ("stdio").
   -- @function console
   -- @tparam table|string spec `{ log = PATH }`, or "stdio"
@@ -113,6 +130,26 @@ local vmlua = {
   -- @function vms
   -- @treturn {VM,...}
   vms = function() return table.move(machine.defined, 1, #machine.defined, 1, {}) end,
+  --- The local path of an image given by URL and SHA-256: downloaded once (http, https) into
+  -- `$XDG_CACHE_HOME/vmlua/images`, resumed if interrupted, verified before use; a local path or
+  -- file:// URL is verified where it is. A progress bar shows on a terminal.
+  -- @function image
+  -- @tparam table spec `url` (http, https, file, or a path), `sha256` (64 hex digits)
+  -- @treturn string the image's path; raises naming the URL on an HTTP error or a wrong checksum
+  image = require("vmlua.image").get,
+  --- Declares a recipe: a parameterised VM definition that a file returns, to share, extend and run
+  -- (`vmlua run NAME key=value`). `vmlua.recipe.find "NAME"` finds one on the recipe path. See the README's Recipes.
+  -- @function recipe
+  -- @tparam table spec `description`, `params` (`{ NAME = { type=, default=, description=, values= } }`),
+  -- `define` (a function(p) that returns the VM(s))
+  -- @treturn Recipe with `:make(values)` (or a call), `:extend{...}` and `:resolve(values)`
+  recipe = require("vmlua.recipe").api,
+  --- Loads a recipe file and returns its recipe; with `{ sandbox = true }`, in the sandbox (see the README).
+  -- @function load_recipe
+  -- @tparam string path the recipe's file
+  -- @tparam[opt] table opts `sandbox`, and the sandbox's own options
+  -- @treturn Recipe
+  load_recipe = function(path, opts) return require("vmlua.recipe").load(path, opts) end,
 }
 
 return vmlua

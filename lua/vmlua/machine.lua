@@ -6,8 +6,10 @@ local core = require "vmlua.core"
 local config = require "vmlua.config"
 local console = require "vmlua.console"
 local disks = require "vmlua.disks"
+local efi = require "vmlua.efi"
 local errors = require "vmlua.errors"
 local fields = require "vmlua.fields"
+local lan = require "vmlua.lan"
 local qemu = require "vmlua.qemu"
 local qmp = require "vmlua.qmp"
 local runtime = require "vmlua.runtime"
@@ -255,7 +257,7 @@ end
 -- Host port 0 in a forward: a port free now, chosen at each start.
 function machine.choose_ports(cfg)
   for _, n in ipairs(cfg.net) do
-    for _, f in ipairs(n.forward) do
+    for _, f in ipairs(n.forward or {}) do
       if f.auto then
         local port, err = core.free_port(f.address)
         if not port then return nil, "cannot find a free port on " .. f.address .. ": " .. err end
@@ -272,8 +274,8 @@ end
 function VM:ports()
   local ports = {}
   for _, n in ipairs(self.config.net) do
-    for _, f in ipairs(n.forward) do
-      if f.host ~= 0 then ports[f.guest] = f.host end
+    for _, f in ipairs(n.forward or {}) do
+      if f.host ~= 0 and f.protocol ~= "udp" then ports[f.guest] = f.host end
     end
   end
   return ports
@@ -323,6 +325,8 @@ function VM:start(opts)
   launched, ok, err = pcall(self._launch, self)
   if launched and not ok and self:_kvm_died() then launched, ok, err = pcall(self._launch, self) end
   self.kvm_trial = false
+  lan.release(self.lan_holds) -- QEMU holds its LANs now, or has ended
+  self.lan_holds = nil
   if launched and ok and self.exit_status then self:_exited(self.exit_status[1], self.exit_status[2]) end
   if not launched then -- interrupted (the REPL's Ctrl-C) or a bug: leave nothing behind
     self:_abort(tostring(ok))
@@ -339,8 +343,15 @@ function VM:_launch()
   local cfg, paths = self.config, self.paths
   local ready, problem = disks.prepare(cfg, paths) -- made, grown, ephemeral overlays; or who holds one
   if not ready then return nil, problem end
+  ready, problem = efi.prepare(cfg) -- a missing UEFI variable store is copied from its template
+  if not ready then return nil, problem end
+  ready, problem = require("vmlua.cloudinit.seed").prepare(cfg) -- its key, and its seed unless cached
+  if not ready then return nil, problem end
   self.daemons, problem = virtiofsd.start(cfg, paths) -- the shares' daemons listen before QEMU connects
   if not self.daemons then return nil, problem end
+  lan.release(self.lan_holds) -- a second launch (KVM fallback) joins again
+  self.lan_holds, problem = lan.join_all(cfg) -- each LAN's switch runs until QEMU holds it
+  if not self.lan_holds then return nil, problem end
   -- The runtime directory's log is rotated; a log the user named is theirs.
   self.serial = console.new { log = cfg.console.log or self.log_path or paths.log, stdio = cfg.console.stdio,
                               rotate = not cfg.console.log and console.LOG_BYTES or nil }
@@ -452,7 +463,8 @@ function VM:_kvm_died()
   if self.serial then self.serial:close() end
   if self.process then self.process:close() end
   virtiofsd.stop(self.daemons) -- _launch starts them again
-  for _, file in ipairs { self.paths.qmp, self.paths.guard, self.paths.pid } do -- _launch remakes the FIFOs
+  -- _launch remakes the FIFOs; QEMU its sockets
+  for _, file in ipairs { self.paths.qmp, self.paths.guard, self.paths.pid, self.paths.agent } do
     os.remove(file)
   end
   self.process, self.qmp, self.serial, self.guard, self.exit_status = nil, nil, nil, nil, nil
@@ -571,6 +583,8 @@ function VM:_finish(state, reason)
   if self.process then self.process:close() end
   virtiofsd.stop(self.daemons) -- after QEMU: a share's daemon never outlives the VM
   self.daemons = nil
+  lan.release(self.lan_holds)
+  self.lan_holds = nil
   if self.paths then runtime.remove(self.paths, self.claim) end
   self:_set_state(state, reason)
 end
@@ -760,6 +774,7 @@ end
 
 machine.VM = VM -- the class: help() and the doc check list its methods
 require("vmlua.shell").install(VM, machine)
+require("vmlua.agent").install(VM, machine)
 require("vmlua.snapshot").install(VM, machine)
 require("vmlua.ssh").install(VM, machine)
 

@@ -1,11 +1,14 @@
 -- What a VM would run, for people (plan.text) and programs (plan.json):
 -- the resolved configuration, the accelerator and why, and the exact QEMU
 -- argv.
+local cloudinit = require "vmlua.cloudinit"
 local core = require "vmlua.core"
 local disks = require "vmlua.disks"
+local efi = require "vmlua.efi"
 local fields = require "vmlua.fields"
 local size = require "vmlua.size"
 local host = require "vmlua.host"
+local lan = require "vmlua.lan"
 local qemu = require "vmlua.qemu"
 local runtime = require "vmlua.runtime"
 local virtiofsd = require "vmlua.qemu.virtiofsd"
@@ -44,6 +47,13 @@ function plan.text(cfg)
   local out = {}
   local function say(fmt, ...) out[#out + 1] = fmt:format(...) end
   say("vm %s (%s)", cfg.name, fields.location(cfg.where))
+  local made = plan.recipe(cfg)
+  if made then
+    say("  recipe    %s (%s)%s", made.name, made.where, made.extends and (", extends " .. made.extends) or "")
+    for _, p in ipairs(made.params) do
+      say("  param     %s = %s (%s%s)", p.name, p.text, p.source, p.env and (", " .. p.env) or "")
+    end
+  end
   local supported = qemu.arches[cfg.arch] ~= nil
   say("  arch      %s%s", cfg.arch, supported and "" or " (not supported)")
   if supported then
@@ -66,8 +76,9 @@ function plan.text(cfg)
       say("                  and vm:stop() forces it off after its timeout (Debian: qemu-efi-aarch64)")
     end
   else
-    say("  boot      efi firmware %s", boot.firmware or "(none found)")
+    say("  boot      efi firmware %s (read-only)", boot.firmware or "(none found)")
     say("                vars %s", boot.vars or "(none: UEFI variables are not kept)")
+    for _, line in ipairs(boot.vars and efi.describe(boot, cfg.name) or {}) do say("                     %s", line) end
   end
   if #cfg.disks == 0 then say("  disks     none") end
   for i, d in ipairs(cfg.disks) do
@@ -77,10 +88,16 @@ function plan.text(cfg)
   end
   if #cfg.net == 0 then say("  net       none") end
   for i, n in ipairs(cfg.net) do
-    if #n.forward == 0 then say("  net%-6d nat, no forwards", i - 1) end
-    for j, f in ipairs(n.forward) do
-      say("  %-9s %s:%s -> guest %d/tcp", j == 1 and ("net" .. (i - 1)) or "", f.address,
-          f.auto and "(a free port, chosen at start)" or tostring(f.host), f.guest)
+    if n.kind == "lan" then
+      local sw = lan.switch_command(n.name)
+      say("  net%-6d lan %s, mac %s", i - 1, n.name, n.mac)
+      say("            switch (shared by every VM on %s, ends with the last): %s", n.name, table.concat(sw.args, " "))
+    elseif #n.forward == 0 then
+      say("  net%-6d nat, no forwards", i - 1)
+    end
+    for j, f in ipairs(n.forward or {}) do
+      say("  %-9s %s:%s -> guest %d/%s", j == 1 and ("net" .. (i - 1)) or "", f.address,
+          f.auto and "(a free port, chosen at start)" or tostring(f.host), f.guest, f.protocol or "tcp")
     end
   end
   local paths = runtime.paths(cfg.name)
@@ -90,7 +107,27 @@ function plan.text(cfg)
       .. "read-only bind mount" or "")
     out[#out + 1] = command_text(virtiofsd.command(s, i, paths).args, "              ")
   end
+  local seed = cloudinit.describe(cfg)
+  if seed then
+    say("  cloudinit NoCloud seed (ISO 9660, label %s), a read-only disk after the others", cloudinit.LABEL)
+    say("            %s", seed.seed and (seed.seed .. (seed.built and " (in the cache)" or " (built at start)"))
+      or "built at start, named by its files' hash, once the instance's key is made")
+    for _, f in ipairs(seed.files) do
+      local first = f.text:match("^[^\n]*")
+      local meta = f.name == "meta-data" and core.json_decode(f.text)
+      if type(meta) == "table" then
+        first = string.format("instance-id %s, local-hostname %s", tostring(meta["instance-id"]),
+                              tostring(meta["local-hostname"]))
+      end
+      say("            %-14s %d bytes: %s", f.name, #f.text, #first > 60 and (first:sub(1, 57) .. "...") or first)
+    end
+    if seed.key then
+      say("  ssh       %s's key of its own, %s: %s", cfg.ssh.user, seed.key_made and "made" or "made at first start",
+          seed.key)
+    end
+  end
   if cfg.reboot then say("  reboot    the guest may reboot: the VM runs on (no -no-reboot)") end
+  if cfg.agent then say("  agent     a virtio-serial port for the QEMU guest agent; vm:run uses it when it answers") end
   local extra = cfg.qemu or {}
   if #extra > 0 then
     local quoted = {}
@@ -128,6 +165,22 @@ local function where(w)
   return { file = w.source or w.short, short = w.short, line = w.line }
 end
 
+-- The recipe that made the VM and its parameters, each with its value and
+-- source ("default", "command line", "environment", "caller"), or nil.
+function plan.recipe(cfg)
+  local recipe = package.loaded["vmlua.recipe"]
+  local origin = recipe and recipe.origin(cfg)
+  if not origin then return nil end
+  local r, params = origin.recipe, require("vmlua.recipe.params")
+  local out = {}
+  for i, p in ipairs(origin.params) do
+    out[i] = { name = p.name, type = p.type, value = p.value == nil and core.null or p.value, source = p.source,
+                env = p.env, text = params.format(r.params[p.name], p.value) }
+  end
+  return { name = r.name, where = fields.location(r.where), file = r.file or core.null,
+           extends = r.base and r.base.name or nil, params = out }
+end
+
 -- plan.describe(cfg) -> the VM as plain data (what plan.json writes).
 function plan.describe(cfg)
   local accel, why, warning
@@ -135,7 +188,8 @@ function plan.describe(cfg)
   local boot
   if cfg.boot then
     boot = { kind = cfg.boot.kind, where = where(cfg.boot.where) }
-    for _, k in ipairs({ "kernel", "initrd", "firmware", "vars" }) do boot[k] = cfg.boot[k] end
+    for _, k in ipairs({ "kernel", "initrd", "firmware", "vars", "template", "own" }) do boot[k] = cfg.boot[k] end
+    if cfg.boot.kind == "efi" and cfg.boot.vars then boot.create = core.stat(cfg.boot.vars) == nil end
     if cfg.boot.cmdline then boot.cmdline = list(cfg.boot.cmdline) end
   end
   local disks_out, net = {}, {}
@@ -147,11 +201,17 @@ function plan.describe(cfg)
                      base_format = t.base_format or core.null, ephemeral = t.ephemeral }
   end
   for i, n in ipairs(cfg.net) do
-    local fwd = {}
-    for j, f in ipairs(n.forward) do
-      fwd[j] = { host = f.host, guest = f.guest, address = f.address, protocol = "tcp", auto = f.auto }
+    if n.kind == "lan" then
+      local p, sw = lan.paths(n.name), lan.switch_command(n.name)
+      net[i] = { kind = "lan", name = n.name, mac = n.mac, where = where(n.where),
+                 switch = { socket = p.switch, hold = p.hold, file = sw.file, argv = sw.args } }
+    else
+      local fwd = {}
+      for j, f in ipairs(n.forward) do
+        fwd[j] = { host = f.host, guest = f.guest, address = f.address, protocol = f.protocol or "tcp", auto = f.auto }
+      end
+      net[i] = { kind = "nat", forward = list(fwd), where = where(n.where) }
     end
-    net[i] = { kind = "nat", forward = list(fwd), where = where(n.where) }
   end
   local paths = runtime.paths(cfg.name)
   local shares = {}
@@ -161,6 +221,13 @@ function plan.describe(cfg)
                   daemon = { file = d.file, argv = d.args, readonly_view = d.readonly or core.null } }
   end
   local cmd = command(cfg)
+  local seed = cloudinit.describe(cfg)
+  if seed then
+    local files = {}
+    for _, f in ipairs(seed.files) do files[f.name] = f.text end
+    seed = { seed = seed.seed or core.null, built = seed.built == true, label = cloudinit.LABEL, files = files,
+             key = seed.key or core.null, key_made = seed.key_made, where = where(cfg.cloudinit.where) }
+  end
   return {
     name = cfg.name,
     arch = cfg.arch,
@@ -174,6 +241,8 @@ function plan.describe(cfg)
     net = list(net),
     shares = list(shares),
     reboot = cfg.reboot == true,
+    agent = cfg.agent == true,
+    cloudinit = seed or core.null, -- seed: null until the instance's key is made
     qemu = { args = list(cfg.qemu or {}), checked = false }, -- appended to argv as given
     console = {
       log = cfg.console.log or paths.log,
@@ -181,6 +250,7 @@ function plan.describe(cfg)
       where = where(cfg.console.where),
     },
     where = where(cfg.where),
+    recipe = plan.recipe(cfg) or core.null,
     runtime = paths.dir,
     file = cmd and cmd.file or core.null,
     argv = cmd and cmd.args or EMPTY,

@@ -2,6 +2,7 @@
 -- argv for a normalized VM configuration. The argv is an array handed to
 -- exec, never to a shell.
 local accelerator = require "vmlua.accel"
+local cloudinit = require "vmlua.cloudinit"
 local disks = require "vmlua.disks"
 local host = require "vmlua.host"
 local virtiofsd = require "vmlua.qemu.virtiofsd"
@@ -122,6 +123,7 @@ function qemu.command(cfg, paths, chosen, opts)
     if boot.initrd then add("-initrd", boot.initrd) end
     add("-append", table.concat(boot.cmdline, " "))
   elseif boot and boot.kind == "efi" then
+    -- the firmware's code, read-only, and its variable store (efi.lua)
     add("-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" .. e(boot.firmware or ""))
     if boot.vars then add("-drive", "if=pflash,format=raw,unit=1,file=" .. e(boot.vars)) end
   end
@@ -133,26 +135,39 @@ function qemu.command(cfg, paths, chosen, opts)
   add("-serial", "chardev:console")
 
   -- Disk paths are absolute, so QEMU never reads a "protocol:" prefix in them.
-  -- An ephemeral disk is its throw-away overlay (disks.lua).
+  -- An ephemeral disk is its throw-away overlay (disks.lua). Firmware boots
+  -- from the disks in their order, and never from the network.
+  local efi_boot = boot and boot.kind == "efi"
   for i, d in ipairs(cfg.disks) do
     local id = "disk" .. (i - 1)
     local path, format = disks.drive(d, i, paths)
     add("-drive", string.format("if=none,id=%s,file=%s,format=%s%s", id, e(path), format,
       d.readonly and ",readonly=on" or ""))
-    add("-device", "virtio-blk-pci,drive=" .. id)
+    add("-device", "virtio-blk-pci,drive=" .. id .. (efi_boot and (",bootindex=" .. (i - 1)) or ""))
+  end
+  -- The cloud-init seed: read-only, after the VM's own disks (root stays /dev/vda).
+  local seed = cloudinit.seed_arg(cfg)
+  if seed then
+    add("-drive", "if=none,id=seed,file=" .. e(seed) .. ",format=raw,readonly=on")
+    add("-device", "virtio-blk-pci,drive=seed")
   end
 
   for i, n in ipairs(cfg.net) do
     local id = "net" .. (i - 1)
-    local opt = { "user", "id=" .. id }
-    for _, f in ipairs(n.forward) do
-      opt[#opt + 1] = string.format("hostfwd=tcp:%s:%d-:%d", f.address, f.host, f.guest)
+    if n.kind == "lan" then
+      require("vmlua.lan").qemu_args(n, id, add, e)
+    else
+      local opt = { "user", "id=" .. id }
+      for _, f in ipairs(n.forward) do
+        opt[#opt + 1] = string.format("hostfwd=%s:%s:%d-:%d", f.protocol or "tcp", f.address, f.host, f.guest)
+      end
+      add("-netdev", table.concat(opt, ","))
+      add("-device", "virtio-net-pci,netdev=" .. id)
     end
-    add("-netdev", table.concat(opt, ","))
-    add("-device", "virtio-net-pci,netdev=" .. id)
   end
 
   virtiofsd.qemu_args(cfg, paths, add, e)
+  if cfg.agent then require("vmlua.agent").qemu_args(paths, add, e) end -- qemu-guest-agent's port
 
   if opts and opts.incoming then add("-incoming", opts.incoming) end
   -- qemu = {...}: the definition's own arguments, last and unchecked.

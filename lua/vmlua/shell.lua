@@ -76,10 +76,12 @@ function methods:send(text)
 end
 
 --- Runs a shell command in the guest through its console (a POSIX shell must
--- be reading the console). Returns its output and exit status. Each command
--- runs in a subshell, so `exit` or `cd` do not change the console's shell;
--- commands on one VM run one at a time, and the timeout counts the wait
--- for an earlier run too. A command that times out is interrupted.
+-- be reading the console), or through the guest agent of a VM with
+-- `agent = true`, whichever answers first. Returns its output (stderr
+-- merged into it) and exit status. Each command runs in a subshell, so
+-- `exit` or `cd` do not change the console's shell; commands on one VM run
+-- one at a time, and the timeout counts the wait for an earlier run too.
+-- A command that times out is interrupted (through the agent: killed).
 -- @tparam string command a shell command
 -- @tparam[opt] table opts `timeout`: seconds (60)
 -- @treturn string its output
@@ -115,7 +117,7 @@ function methods:run(command, opts)
     end
   end
   queue.busy = true
-  local ok, out, status = pcall(self._run, self, command, deadline, timeout, what)
+  local ok, out, status = pcall(self._run_any, self, command, deadline, timeout, what)
   local next_run = table.remove(queue, 1)
   if next_run then next_run(true) else queue.busy = false end
   if not ok then error(out, 0) end -- interrupted (Ctrl-C at the prompt), or a bug
@@ -135,8 +137,11 @@ function methods:_run(command, deadline, timeout, what)
                             "printf '\\n<<vmlua:%%s:end:%%d>>\\n' %s \"$?\"\n",
                             id, (command:gsub("'", "'\\''")), id))
   local function left() return math.max(0, deadline - core.now()) end
+  local began
   local done, text, status, why = pcall(function()
     local out, err = serial:read_until("<<vmlua:" .. id .. ":begin>>", left())
+    began = out ~= nil
+    if began then self:_answered().shell = true end
     if out then out, err = serial:read_until("<<vmlua:" .. id .. ":end:", left()) end
     if not out then return nil, nil, err end
     local code, cerr = serial:expect("^(%d+)>>", left())
@@ -154,6 +159,9 @@ function methods:_run(command, deadline, timeout, what)
   end
   if why ~= "timeout" then
     return nil, self:_failure(self:_why_closed("the console closed") .. " while waiting for " .. what)
+  elseif not began and not self:_answered().shell then -- no shell read it: clear the line it waits in
+    serial:send("\003")
+    return nil, self:_neither(timeout, what)
   end
   return nil, self:_failure(string.format("timed out after %g s waiting for %s; %s", timeout, what,
                                           self:_interrupt_run(command)))

@@ -14,9 +14,15 @@ local ssh = {}
 local methods = {}
 local machine -- set by ssh.install
 
--- The `ssh` field of vmlua.vm{}: nil, or { user=, key= (absolute), port= }.
-function ssh.field(where, v)
+-- The `ssh` field of vmlua.vm{}: nil, or { user=, key= (absolute), port=,
+-- instance_key= }. `ssh = true` is { user = "root" }. Without a key, a VM
+-- with cloudinit = vmlua.cloudinit{} gets one of its own (instance_key):
+-- made at its first start in its state directory, kept across runs, and
+-- handed to the guest in the seed's user-data (cloudinit.lua). `vm` is
+-- { name=, cloudinit= (whether it has a seed) }.
+function ssh.field(where, v, vm)
   if v == nil then return nil end
+  if v == true then v = { user = "root" } end
   if type(v) ~= "table" then
     fields.fail(where, "ssh", 'expected a table like { user = "root", key = "id_ed25519" }, got %s',
                 fields.describe(v))
@@ -26,12 +32,17 @@ function ssh.field(where, v)
   if type(user) ~= "string" or not user:match("^[%w._-]+$") then
     fields.fail(where, "ssh.user", "expected a user name, got %s", fields.describe(v.user))
   end
-  if type(v.key) ~= "string" or v.key == "" then
-    fields.fail(where, "ssh.key", "expected the path of the private key, got %s", fields.describe(v.key))
+  local instance_key = v.key == nil and vm and vm.cloudinit
+  if not instance_key and (type(v.key) ~= "string" or v.key == "") then
+    fields.fail(where, "ssh.key", "expected the path of the private key, got %s%s", fields.describe(v.key),
+      v.key == nil and "; or give the VM cloudinit = vmlua.cloudinit{...}, and it gets a key of its own" or "")
   end
   local port = v.port or 22
   if math.type(port) ~= "integer" or port < 1 or port > 65535 then
     fields.fail(where, "ssh.port", "expected the guest's ssh port (1-65535), got %s", fields.describe(v.port))
+  end
+  if instance_key then
+    return { user = user, key = require("vmlua.cloudinit").key_path(vm.name), port = port, instance_key = true }
   end
   return { user = user, key = fields.resolve(where, v.key), port = port }
 end
@@ -45,7 +56,7 @@ function ssh.target(cfg)
   end
   for _, n in ipairs(cfg.net or {}) do
     for _, f in ipairs(n.forward or {}) do
-      if f.guest == s.port then
+      if f.guest == s.port and f.protocol ~= "udp" then
         local address = f.address == "0.0.0.0" and "127.0.0.1" or f.address
         return { address = address, port = f.host, user = s.user, key = s.key,
                  known_hosts = runtime.paths(cfg.name).known_hosts }
@@ -76,7 +87,8 @@ local function target_of(vm, what)
 end
 
 --- Runs a shell command in the guest over ssh; returns its output and exit status, as vm:run does.
--- Needs `ssh = { key = ... }` in the definition and a NAT forward to the guest's ssh port.
+-- Needs `ssh = { key = ... }` in the definition (or `ssh = { user = ... }` and a `cloudinit` seed, which
+-- gives the VM a key of its own) and a NAT forward to the guest's ssh port.
 -- @tparam string command the command line
 -- @tparam[opt] table opts `timeout` (seconds, default 60)
 -- @treturn string its output

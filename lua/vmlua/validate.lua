@@ -5,9 +5,11 @@
 -- with FILE:LINE the line that made the object holding the field.
 local core = require "vmlua.core"
 local disks = require "vmlua.disks"
+local efi = require "vmlua.efi"
 local fields = require "vmlua.fields"
 local size = require "vmlua.size"
 local host = require "vmlua.host"
+local lan = require "vmlua.lan"
 local qemu = require "vmlua.qemu"
 local runtime = require "vmlua.runtime"
 local virtiofsd = require "vmlua.qemu.virtiofsd"
@@ -119,18 +121,8 @@ function validate.vm(cfg)
       if p then err(boot.where, "boot.firmware", p) end
     end
   elseif boot.kind == "efi" then
-    if not boot.firmware then
-      local pkg = a and a.firmware_package
-      err(boot.where, "boot.firmware", "no EFI firmware found for %s; %sgive firmware = PATH",
-        tostring(cfg.arch), pkg and ("install the Debian package " .. pkg .. ", or ") or "")
-    else
-      local p = file_problem(boot.firmware, "r")
-      if p then err(boot.where, "boot.firmware", p) end
-    end
-    if boot.vars then
-      local p = file_problem(boot.vars, "rw")
-      if p then err(boot.where, "boot.vars", p) end
-    end
+    efi.check(boot, cfg.arch, a and a.firmware_package,
+      function(field, message) err(boot.where, field, "%s", message) end, file_problem)
   end
 
   local seen = {}
@@ -162,17 +154,32 @@ function validate.vm(cfg)
     end
   end
 
-  local ports = {}
+  local ports, lans = {}, {}
   for i, n in ipairs(cfg.net) do
-    for _, f in ipairs(n.forward) do
+    if n.kind == "lan" then
+      local first = lans[n.name]
+      local problem = lan.socket_problem(n.name) or lan.problem()
+      if first then
+        err(n.where, string.format("net[%d]", i), "vm %s is already on LAN %s (net[%d], %s)", cfg.name, n.name,
+          first, fields.location(cfg.net[first].where))
+      elseif problem then
+        err(n.where, string.format("net[%d]", i), "%s", problem)
+      end
+      lans[n.name] = lans[n.name] or i
+    end
+    for _, f in ipairs(n.forward or {}) do
+      local udp = f.protocol == "udp"
+      local key = udp and -f.host or f.host -- a TCP and a UDP forward may share a port number
       if not f.auto then -- host port 0: a free port, chosen at each start
-        local field = string.format("net[%d].forward[%d]", i, f.host)
-        local first = ports[f.host]
+        local field = string.format("net[%d].%s[%d]", i, udp and "udp" or "forward", f.host)
+        local first = ports[key]
         if first then
-          err(n.where, field, "host port %d is already forwarded by net[%d] (%s)", f.host, first,
-            fields.location(cfg.net[first].where))
+          err(n.where, field, "host port %d%s is already forwarded by net[%d] (%s)", f.host, udp and "/udp" or "",
+            first, fields.location(cfg.net[first].where))
+        elseif udp then
+          ports[key] = i -- QEMU reports a UDP port that is taken: no probe binds UDP here
         else
-          ports[f.host] = i
+          ports[key] = i
           -- QEMU would only say "Could not set up host forwarding rule"
           -- A VM of this name that runs holds its own ports (starting it
           -- again fails on its name, which says more).
@@ -205,6 +212,12 @@ function validate.vm(cfg)
     end
     local problem = i == 1 and virtiofsd.problem()
     if problem then share_err("host", "%s", problem) end
+  end
+
+  -- The seed is built at start (never by vmlua plan), with tools this host must have.
+  local seed_field, seed_problem = require("vmlua.cloudinit").problem(cfg)
+  if seed_field then
+    err(seed_field == "cloudinit" and cfg.cloudinit.where or w, seed_field, "%s", seed_problem)
   end
 
   local log = cfg.console and cfg.console.log
@@ -247,14 +260,16 @@ function validate.all(cfgs)
       names[cfg.name] = cfg
     end
     for i, n in ipairs(cfg.net) do
-      for _, f in ipairs(n.forward) do
-        local prev = ports[f.host]
+      for _, f in ipairs(n.forward or {}) do
+        local udp = f.protocol == "udp"
+        local key = udp and -f.host or f.host
+        local prev = not f.auto and ports[key]
         if prev and prev.cfg ~= cfg then
-          errs[#errs + 1] = fields.msg(n.where, string.format("net[%d].forward[%d]", i, f.host),
-            string.format("host port %d is already forwarded by VM %s (%s)", f.host, prev.cfg.name,
-              fields.location(prev.where)))
-        elseif not prev then
-          ports[f.host] = { cfg = cfg, where = n.where }
+          errs[#errs + 1] = fields.msg(n.where, string.format("net[%d].%s[%d]", i, udp and "udp" or "forward", f.host),
+            string.format("host port %d%s is already forwarded by VM %s (%s)", f.host, udp and "/udp" or "",
+              prev.cfg.name, fields.location(prev.where)))
+        elseif not prev and not f.auto then
+          ports[key] = { cfg = cfg, where = n.where }
         end
       end
     end

@@ -1,4 +1,4 @@
--- expect: 23-add-not-device.lua:8: add: expected a device made by vmlua.disk{...}, vmlua.nat{...} or vmlua.share{...}, got string "fixtures/root.img"
+-- expect: 23-add-not-device.lua:8: add: expected a device made by vmlua.disk{...}, vmlua.nat{...}, vmlua.lan{...} or vmlua.share{...}, got string "fixtures/root.img"
 local vmlua = require "vmlua"
 
 local vm = vmlua.vm {

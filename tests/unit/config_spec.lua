@@ -176,7 +176,7 @@ return vmlua.vm {
         err('return vmlua.vm { disks = { vmlua.disk { path = "a" }, vmlua.nat {} } }'))
       assert.equal(def .. ':2: disks: expected a list of vmlua.disk{...}, got a table with named keys',
         err('return vmlua.vm { disks = { root = vmlua.disk { path = "a" } } }'))
-      assert.equal(def .. ':2: net[1]: expected vmlua.nat{...}, got a table',
+      assert.equal(def .. ':2: net[1]: expected vmlua.nat{...} or vmlua.lan{...}, got a table',
         err('return vmlua.vm { net = { { forward = {} } } }'))
       assert.equal(def .. ':2: console: expected vmlua.console{...} or vmlua.console "stdio", got string "stdio"',
         err('return vmlua.vm { console = "stdio" }'))
@@ -328,8 +328,8 @@ return x, y, boot]])
     it("lists forwards sorted by host port, bound to 127.0.0.1", function()
       local n = vm('return vmlua.nat { forward = { [8080] = 80, [2222] = 22 } }')
       assert.equal("nat", n.kind)
-      assert.same({ { host = 2222, guest = 22, address = "127.0.0.1" },
-        { host = 8080, guest = 80, address = "127.0.0.1" } }, n.forward)
+      assert.same({ { host = 2222, guest = 22, address = "127.0.0.1", protocol = "tcp" },
+        { host = 8080, guest = 80, address = "127.0.0.1", protocol = "tcp" } }, n.forward)
       assert.same({}, vm('return vmlua.nat {}').forward)
       assert.same({}, vm('return vmlua.nat()').forward)
     end)
@@ -341,8 +341,8 @@ return x, y, boot]])
 
     it("takes host port 0 as a free port chosen at each start", function()
       local n = vm('return vmlua.nat { forward = { [0] = 22, [2222] = 80 } }')
-      assert.same({ host = 0, guest = 22, address = "127.0.0.1", auto = true }, n.forward[1])
-      assert.same({ host = 2222, guest = 80, address = "127.0.0.1" }, n.forward[2])
+      assert.same({ host = 0, guest = 22, address = "127.0.0.1", auto = true, protocol = "tcp" }, n.forward[1])
+      assert.same({ host = 2222, guest = 80, address = "127.0.0.1", protocol = "tcp" }, n.forward[2])
     end)
 
     it("refuses bad ports and addresses", function()
@@ -402,15 +402,15 @@ return v]]).config
     end)
 
     it("refuses anything else at the user's line", function()
-      assert.equal(def .. ':4: add: expected a device made by vmlua.disk{...}, vmlua.nat{...} or vmlua.share{...}, '
-        .. 'got string "data.img"',
+      assert.equal(def .. ':4: add: expected a device made by vmlua.disk{...}, vmlua.nat{...}, vmlua.lan{...} or '
+        .. 'vmlua.share{...}, got string "data.img"',
         err('local v = vmlua.vm {}\n\nv:add("data.img")'))
       assert.equal(def .. ':3: add: a console is not a device to add; set it with vmlua.vm{ console = ... }',
         err('local v = vmlua.vm {}\nv:add(vmlua.console "stdio")'))
       assert.equal(def .. ':3: add: a linux is not a device to add; set it with vmlua.vm{ boot = ... }',
         err('local v = vmlua.vm {}\nv:add(vmlua.linux { kernel = "k" })'))
-      assert.equal(def .. ':3: add: expected a device made by vmlua.disk{...}, vmlua.nat{...} or vmlua.share{...}, '
-        .. 'got a table',
+      assert.equal(def .. ':3: add: expected a device made by vmlua.disk{...}, vmlua.nat{...}, vmlua.lan{...} or '
+        .. 'vmlua.share{...}, got a table',
         err('local v = vmlua.vm {}\nv:add({ kind = "disk", path = "x" })'))
     end)
   end)

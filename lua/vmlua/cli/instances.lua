@@ -131,7 +131,8 @@ local function rm(name, opts)
   if running then stop(name, { force = true }) end
   local paths = store.paths(name)
   if not core.stat(paths.dir) then return fail("no instance named " .. name .. " (see vmlua ls)") end
-  for _, file in ipairs { paths.config, paths.status, paths.log, paths.log .. ".1", paths.keeper_log } do
+  for _, file in ipairs { paths.config, paths.status, paths.log, paths.log .. ".1", paths.keeper_log,
+                          paths.key, paths.key .. ".pub", paths.efi_vars } do
     os.remove(file)
   end
   local ok, err = os.remove(paths.dir)

@@ -27,7 +27,7 @@ function server.ports(cfg)
   local list = {}
   for _, n in ipairs(cfg.net or {}) do
     for _, f in ipairs(n.forward or {}) do
-      list[#list + 1] = string.format("%s:%d->%d", f.address, f.host, f.guest)
+      list[#list + 1] = string.format("%s:%d->%d%s", f.address, f.host, f.guest, f.protocol == "udp" and "/udp" or "")
     end
   end
   return list
