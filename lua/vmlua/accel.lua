@@ -48,14 +48,6 @@ function accel.words(text)
   return first
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
 -- "dev:ino:rdev" of the device and "dev:ino:size:mtime" of QEMU.
 local function identities(device, qemu)
   local d, q = core.stat(device), core.stat(qemu)
@@ -66,7 +58,7 @@ end
 -- What the cached answer depends on: the host kernel, the QEMU binary and
 -- the device.
 local function cache_key(device, qemu)
-  local function text(path) return ((read_file(path) or ""):gsub("%s+$", "")) end
+  local function text(path) return ((runtime.read_file(path) or ""):gsub("%s+$", "")) end
   local dev, bin = identities(device, qemu)
   return table.concat({ text("/proc/sys/kernel/osrelease"), text("/proc/sys/kernel/version"),
                         device, dev, qemu, bin }, "|")
@@ -77,7 +69,7 @@ local function cache_file()
 end
 
 local function load_cache()
-  local text = read_file(cache_file())
+  local text = runtime.read_file(cache_file())
   local doc = text and core.json_decode(text)
   if type(doc) ~= "table" or type(doc.kvm) ~= "table" then return { kvm = {} } end
   return doc
@@ -92,7 +84,7 @@ local function make_dirs(dir)
   return core.mkdir_private(dir) ~= nil
 end
 
--- Writes the cache atomically: a temporary file renamed over it.
+-- Writes the cache atomically (a reader never sees a part).
 local function save_cache(key, entry)
   local file = cache_file()
   if not make_dirs(file:match("^(.*)/")) then return end
@@ -104,12 +96,7 @@ local function save_cache(key, entry)
   while #list >= CACHE_ENTRIES do table.remove(list, 1) end
   entry.key = key
   list[#list + 1] = entry
-  local tmp = string.format("%s.%d.tmp", file, core.getpid())
-  local f = io.open(tmp, "wb")
-  if not f then return end
-  local ok = f:write(core.json_encode({ kvm = list }, true), "\n")
-  ok = f:close() and ok
-  if not (ok and os.rename(tmp, file)) then os.remove(tmp) end
+  runtime.write_file(file, core.json_encode({ kvm = list }, true) .. "\n")
 end
 
 local function qmp_probe_argv(qemu, arch)

@@ -63,6 +63,7 @@ function runtime.paths(name, root)
     console_sock = dir .. "/console.sock", -- the console, for clients
     known_hosts = dir .. "/known_hosts", -- the guest's ssh host key, as vm:ssh met it
     migration = dir .. "/migrate.sock", -- QEMU's state while vm:save runs (qemu/migration.lua)
+    agent = dir .. "/qga.sock", -- QEMU listens: the guest agent's port (agent.lua)
   }
 end
 
@@ -95,12 +96,9 @@ end
 -- One name per device in the list `key` ("disks", "shares") of the
 -- configuration saved in the directory (a VM that crashed left it there).
 local function per_device(paths, key, name)
-  local f = io.open(paths.config)
-  if not f then return {} end
-  local cfg = core.json_decode(f:read("a"))
-  f:close()
+  local cfg = runtime.read_json(paths.config) or {}
   local list = {}
-  local devices = type(cfg) == "table" and type(cfg[key]) == "table" and cfg[key] or {}
+  local devices = type(cfg[key]) == "table" and cfg[key] or {}
   for i = 1, #devices do list[i] = name(paths, i) end
   return list
 end
@@ -117,7 +115,7 @@ end
 local function files(paths)
   local list = { paths.qmp, paths.console_in, paths.console_out, paths.guard, paths.pid, paths.log, paths.old_log,
                  paths.config, paths.status, paths.control, paths.console_sock, paths.migration,
-                 paths.known_hosts }
+                 paths.known_hosts, paths.agent }
   for _, file in ipairs(runtime.device_files(paths)) do list[#list + 1] = file end
   return list
 end
@@ -174,18 +172,37 @@ function runtime.claim(paths)
 end
 
 -- Writes a private (0600) file atomically: a reader sees the old text or
--- the new, never a part.
+-- the new, never a part; a failed write leaves the old one.
 function runtime.write_file(path, text)
   local tmp = path .. ".tmp"
   os.remove(tmp)
   local ok, err = core.create_file(tmp, tonumber("600", 8))
-  if not ok then return nil, err or (tmp .. " exists") end
+  if not ok then return nil, "cannot create " .. tmp .. ": " .. tostring(err or "it exists") end
   local f
   f, err = io.open(tmp, "wb")
   if not f then return nil, err end
-  f:write(text)
-  f:close()
+  local wrote, werr = f:write(text)
+  local closed, cerr = f:close()
+  if not (wrote and closed) then
+    os.remove(tmp)
+    return nil, "cannot write " .. tmp .. ": " .. tostring(werr or cerr)
+  end
   return os.rename(tmp, path)
+end
+
+-- A whole file's text, or nil and why.
+function runtime.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local text = f:read("a")
+  f:close()
+  return text
+end
+
+-- A JSON file's object, or nil if it is missing or not an object.
+function runtime.read_json(path)
+  local value = core.json_decode(runtime.read_file(path) or "")
+  return type(value) == "table" and value or nil
 end
 
 -- Records QEMU's pid in the claimed directory, for people to read.

@@ -35,26 +35,6 @@ local function absolute(path)
   return fields.normalize(path)
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local text = f:read("a")
-  f:close()
-  return text
-end
-
-local function write_file(path, text)
-  local ok, err = core.create_file(path, tonumber("600", 8))
-  if not ok then return nil, "cannot create " .. path .. ": " .. tostring(err or "it exists") end
-  local f
-  f, err = io.open(path, "wb")
-  if not f then return nil, err end
-  ok, err = f:write(text)
-  local closed, cerr = f:close()
-  if not (ok and closed) then return nil, "cannot write " .. path .. ": " .. tostring(err or cerr) end
-  return true
-end
-
 local function disk_file(i) return string.format("disk%d.qcow2", i) end
 
 -- qemu-img convert from -> to (made in `format`); a disk QEMU holds (its
@@ -80,7 +60,7 @@ function snapshot.fingerprint(cfg, accel, version)
     end
   end
   for _, d in ipairs(cfg.disks) do devices[#devices + 1] = d.readonly and "disk (read-only)" or "disk" end
-  for _ = 1, #cfg.net do devices[#devices + 1] = "nat" end
+  for _, n in ipairs(cfg.net) do devices[#devices + 1] = n.kind == "lan" and ("lan " .. n.name) or "nat" end
   fp.devices = #devices > 0 and table.concat(devices, ", ") or "none"
   return fp
 end
@@ -116,10 +96,10 @@ function snapshot.read(path)
   for _, name in ipairs(FILES) do
     if not core.stat(path .. "/" .. name) then return nil, path .. " is not a snapshot: it has no " .. name end
   end
-  local fp, err = core.json_decode(read_file(path .. "/fingerprint") or "")
+  local fp, err = core.json_decode(runtime.read_file(path .. "/fingerprint") or "")
   if type(fp) ~= "table" then return nil, path .. "/fingerprint: " .. tostring(err) end
   local cfg
-  cfg, err = config.decode(read_file(path .. "/config.json") or "")
+  cfg, err = config.decode(runtime.read_file(path .. "/config.json") or "")
   if not cfg then return nil, path .. "/config.json: " .. err end
   fp.cpus, fp.memory, fp.format = math.tointeger(fp.cpus), math.tointeger(fp.memory), math.tointeger(fp.format)
   return { path = path, fingerprint = fp, config = cfg }
@@ -173,8 +153,8 @@ function methods:save(path, opts)
       end
     end
     local fp = snapshot.fingerprint(cfg, self.accel, qemu_version(self))
-    assert(write_file(tmp .. "/config.json", config.encode(cfg)))
-    assert(write_file(tmp .. "/fingerprint", core.json_encode(fp)))
+    assert(runtime.write_file(tmp .. "/config.json", config.encode(cfg)))
+    assert(runtime.write_file(tmp .. "/fingerprint", core.json_encode(fp)))
     local renamed, rerr = os.rename(tmp, path)
     if not renamed then error("cannot rename " .. tmp .. " to " .. path .. ": " .. rerr, 0) end
   end)

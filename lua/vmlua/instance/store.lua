@@ -4,7 +4,8 @@
 -- $XDG_STATE_HOME/vmlua/NAME (default ~/.local/state/vmlua/NAME), for as
 -- long as it is not removed: config.json (its resolved configuration),
 -- status.json (its last known state), console.log (rotated at 1 MiB) and
--- keeper.log (what its keeper printed). While any VM runs, its runtime
+-- keeper.log (what its keeper printed). A VM booted by vmlua.efi{} keeps
+-- its UEFI variables there too (efi-vars.fd), detached or not. While any VM runs, its runtime
 -- directory (runtime.lua) holds its sockets, its status and the lock
 -- whose holder runs it. Liveness is that lock, never a pid: a lock nobody
 -- holds is what a process that died left, and is cleaned up here.
@@ -25,7 +26,9 @@ end
 function store.paths(name)
   local dir = store.root() .. "/" .. name
   return { dir = dir, config = dir .. "/config.json", status = dir .. "/status.json",
-           log = dir .. "/console.log", keeper_log = dir .. "/keeper.log" }
+           log = dir .. "/console.log", keeper_log = dir .. "/keeper.log",
+           key = dir .. "/id_ed25519", -- the instance's own ssh key (cloudinit.lua), and its .pub
+           efi_vars = dir .. "/efi-vars.fd" } -- its own UEFI variable store (efi.lua)
 end
 
 -- Makes a directory and its missing parents, each private (0700), as the
@@ -47,15 +50,7 @@ function store.prepare(name)
   return paths
 end
 
-local function read_json(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  local value = core.json_decode(text)
-  return type(value) == "table" and value or nil
-end
-store.read_json = read_json
+local read_json = runtime.read_json
 
 function store.notice(message)
   require("vmlua.notice").say(message) -- silenced by vmlua -q
