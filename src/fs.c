@@ -135,14 +135,6 @@ static int l_realpath(lua_State *L) {
   return 1;
 }
 
-static int l_cwd(lua_State *L) {
-  char buf[PATH_MAX];
-  size_t len = sizeof buf;
-  if (uv_cwd(buf, &len) != 0) return luaL_error(L, "cannot get the current directory");
-  lua_pushlstring(L, buf, len);
-  return 1;
-}
-
 static int l_getpid(lua_State *L) {
   lua_pushinteger(L, getpid());
   return 1;
@@ -205,7 +197,7 @@ void vmlua_open_fs(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"stat", l_stat},       {"can_open", l_can_open}, {"executable", l_executable},
       {"mkdir_private", l_mkdir_private}, {"create_file", l_create_file}, {"chmod", l_chmod}, {"realpath", l_realpath},
-      {"cwd", l_cwd},         {"getpid", l_getpid},
+      {"getpid", l_getpid},
       {"getuid", l_getuid},   {"alive", l_alive},       {"isatty", l_isatty},
       {"redirect_stdio", l_redirect_stdio}, {"exepath", l_exepath},
       {NULL, NULL}};

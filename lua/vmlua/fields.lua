@@ -6,6 +6,7 @@
 -- where FILE:LINE is the user's line that made the object holding the field
 -- and FIELD is the path of the field ("memory", "disks[2].path").
 local core = require "vmlua.core"
+local lfs = require "lfs"
 local errors = require "vmlua.errors"
 
 local fields = {}
@@ -26,7 +27,7 @@ end
 
 local function absolute(path)
   if path:sub(1, 1) == "/" then return fields.normalize(path) end
-  return fields.normalize(core.cwd() .. "/" .. path)
+  return fields.normalize(lfs.currentdir() .. "/" .. path)
 end
 
 -- A `where` from a debug.getinfo-like table (source, short_src, currentline):
@@ -87,7 +88,7 @@ end
 -- The directory relative paths of an object resolve against.
 function fields.dir(where)
   if where and where.source then return (where.source:match("^(.*)/[^/]*$")) or "/" end
-  return core.cwd()
+  return lfs.currentdir()
 end
 
 -- An absolute path for `path` written in the file of `where`: absolute

@@ -1,6 +1,7 @@
 -- Facts about the host: CPUs, memory, architecture, OS, and the
 -- accelerators that can really be used here.
 local core = require "vmlua.core"
+local lfs = require "lfs"
 
 local host = {}
 
@@ -25,7 +26,7 @@ function host.which(name)
     local path = path_override or os.getenv("PATH") or "/usr/local/bin:/usr/bin:/bin"
     for dir in (path .. ":"):gmatch("([^:]*):") do
       if dir == "" then dir = "." end
-      if dir:sub(1, 1) ~= "/" then dir = core.cwd() .. "/" .. dir end
+      if dir:sub(1, 1) ~= "/" then dir = lfs.currentdir() .. "/" .. dir end
       local file = dir .. "/" .. name
       if core.executable(file) then
         hit = file

@@ -14,6 +14,7 @@
 -- @module vmlua.snapshot
 local config = require "vmlua.config"
 local core = require "vmlua.core"
+local lfs = require "lfs"
 local errors = require "vmlua.errors"
 local fields = require "vmlua.fields"
 local img = require "vmlua.qemu.img"
@@ -31,7 +32,7 @@ local FORMAT = 1
 local FILES = { "state", "config.json", "fingerprint" }
 
 local function absolute(path)
-  if path:sub(1, 1) ~= "/" then path = core.cwd() .. "/" .. path end
+  if path:sub(1, 1) ~= "/" then path = lfs.currentdir() .. "/" .. path end
   return fields.normalize(path)
 end
 

@@ -1,4 +1,5 @@
 local core = require "vmlua.core"
+local lfs = require "lfs"
 local config = require "vmlua.config"
 local host = require "vmlua.host"
 local helpers = require "support.helpers"
@@ -87,7 +88,7 @@ return vmlua.vm {
       local cfg = chunk().config
       assert.equal("vm", cfg.name)
       assert.same({ short = "(command line)", line = 2 }, cfg.where)
-      assert.equal(core.cwd() .. "/k", cfg.boot.kernel)
+      assert.equal(lfs.currentdir() .. "/k", cfg.boot.kernel)
     end)
 
     it("refuses unknown fields, suggesting the closest", function()

@@ -1,4 +1,4 @@
-local core = require "vmlua.core"
+local lfs = require "lfs"
 local fields = require "vmlua.fields"
 
 describe("fields", function()
@@ -35,13 +35,13 @@ describe("fields", function()
     assert.equal("/defs/img/root.img", fields.resolve(w, "./img/root.img"))
     assert.equal("/img/root.img", fields.resolve(w, "../img/root.img"))
     assert.equal("/abs/root.img", fields.resolve(w, "/abs/root.img"))
-    assert.equal(core.cwd() .. "/root.img", fields.resolve({ short = "stdin", line = 1 }, "root.img"))
+    assert.equal(lfs.currentdir() .. "/root.img", fields.resolve({ short = "stdin", line = 1 }, "root.img"))
   end)
 
   it("reads where a chunk was defined", function()
     assert.same({ source = "/x/dev.lua", short = "/x/dev.lua", line = 3 },
       fields.from_info { source = "@/x/dev.lua", short_src = "/x/dev.lua", currentline = 3 })
-    assert.same({ source = core.cwd() .. "/dev.lua", short = "./dev.lua", line = 3 },
+    assert.same({ source = lfs.currentdir() .. "/dev.lua", short = "./dev.lua", line = 3 },
       fields.from_info { source = "@./dev.lua", short_src = "./dev.lua", currentline = 3 })
     assert.same({ short = "stdin", line = 1 },
       fields.from_info { source = "=stdin", short_src = "stdin", currentline = 1 })

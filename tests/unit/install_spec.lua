@@ -61,7 +61,7 @@ cd %s/cwd
 source %s
 COMP_WORDS=(%s); COMP_CWORD=%d
 _vmlua
-printf '%%s\n' "${COMPREPLY[@]}" | sort]], q(dir), q(require("vmlua.core").cwd() .. "/completion/vmlua.bash"),
+printf '%%s\n' "${COMPREPLY[@]}" | sort]], q(dir), q(require("lfs").currentdir() .. "/completion/vmlua.bash"),
       table.concat(quoted, " "), #words - 1)
     helpers.write(dir .. "/complete.sh", script)
     local env = "VMLUA_RUNTIME_DIR=" .. q(dir .. "/run") .. " XDG_STATE_HOME=" .. q(dir .. "/state")

@@ -1,6 +1,7 @@
 -- Where a sandboxed recipe may reach: paths are resolved with realpath, so
 -- that neither ".." nor a symbolic link leads out of the allowed directories.
 local core = require "vmlua.core"
+local lfs = require "lfs"
 local fields = require "vmlua.fields"
 
 local paths = {}
@@ -9,7 +10,7 @@ local paths = {}
 -- every symbolic link followed; a part that does not exist yet (a disk
 -- vmlua will create) is appended to its parent's real path.
 function paths.resolve(path, base)
-  if path:sub(1, 1) ~= "/" then path = (base or core.cwd()) .. "/" .. path end
+  if path:sub(1, 1) ~= "/" then path = (base or lfs.currentdir()) .. "/" .. path end
   path = fields.normalize(path)
   local real = core.realpath(path)
   if real then return real end
