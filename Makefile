@@ -8,11 +8,12 @@ MANDIR ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 CC ?= cc
-PKGS := lua5.4 libuv jansson libedit libcurl libcrypto
+PKGS := lua5.4 libuv jansson libedit libcrypto
 CFLAGS ?= -O2 -g
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
+# libcurl: its header only; src/download.c opens the library at the first download
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS) libcurl) $(CFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS))
-MODLIBS := $(shell pkg-config --libs libuv jansson libedit libcurl libcrypto)
+MODLIBS := $(shell pkg-config --libs libuv jansson libedit libcrypto)
 
 CORE := core loop handle host fs json timer process stream signal caller terminal editline interrupt lock guard memlimit download sha256
 BUILD ?= build

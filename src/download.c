@@ -6,6 +6,7 @@
  * that ignores Range) rewrites the file from its start. Where to download,
  * when to resume, checksums, messages and progress bars are the caller's. */
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,6 +17,52 @@
 #include <unistd.h>
 
 #include "core.h"
+
+/* libcurl, opened at the first download: linked in, it would load some
+ * thirty libraries (TLS, Kerberos, LDAP...) into every start of vmlua and
+ * double the time vmlua plan takes. */
+static struct {
+  CURLcode (*global_init)(long);
+  CURL *(*easy_init)(void);
+  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+  const char *(*easy_strerror)(CURLcode);
+  void (*easy_cleanup)(CURL *);
+  CURLM *(*multi_init)(void);
+  CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
+  CURLMcode (*multi_add_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_assign)(CURLM *, curl_socket_t, void *);
+  CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
+  CURLMsg *(*multi_info_read)(CURLM *, int *);
+  CURLMcode (*multi_cleanup)(CURLM *);
+} curl;
+
+/* Opens libcurl once; NULL when it is ready, else why not. */
+static const char *open_curl(void) {
+  static int ready;
+  static char problem[256];
+  if (ready) return NULL;
+  if (problem[0]) return problem;
+  void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+  int ok = lib != NULL;
+#define SYM(name) ok = ok && (*(void **)&curl.name = dlsym(lib, "curl_" #name)) != NULL
+  SYM(global_init); SYM(easy_init); SYM(easy_setopt); SYM(easy_getinfo); SYM(easy_strerror);
+  SYM(easy_cleanup); SYM(multi_init); SYM(multi_setopt); SYM(multi_add_handle);
+  SYM(multi_remove_handle); SYM(multi_assign); SYM(multi_socket_action); SYM(multi_info_read);
+  SYM(multi_cleanup);
+#undef SYM
+  if (!ok) {
+    snprintf(problem, sizeof problem, "cannot load libcurl (install libcurl4): %s", dlerror());
+    return problem;
+  }
+  if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    snprintf(problem, sizeof problem, "libcurl cannot start");
+    return problem;
+  }
+  ready = 1;
+  return NULL;
+}
 
 #define DOWNLOAD "vmlua.download"
 enum { ON_PROGRESS, ON_DONE };
@@ -63,9 +110,9 @@ static void drop_sock(download *d, sock *k) {
 /* Frees everything of curl's and closes the file; safe to call twice. */
 static void release(download *d) {
   if (d->multi != NULL) {
-    curl_multi_remove_handle(d->multi, d->easy);
-    curl_easy_cleanup(d->easy);
-    curl_multi_cleanup(d->multi);
+    curl.multi_remove_handle(d->multi, d->easy);
+    curl.easy_cleanup(d->easy);
+    curl.multi_cleanup(d->multi);
     d->multi = NULL;
     d->easy = NULL;
   }
@@ -84,7 +131,7 @@ static lua_Integer file_size(download *d) {
 static void finish(download *d, CURLcode result) {
   lua_State *L = vmlua_loop_state();
   long status = 0;
-  curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl.easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
   if (d->start >= 0) {
     if (ftruncate(d->fd, d->start + d->written) != 0 && result == CURLE_OK) {
       snprintf(d->problem, sizeof d->problem, "cannot truncate the file: %s", strerror(errno));
@@ -105,7 +152,7 @@ static void finish(download *d, CURLcode result) {
     if (result == CURLE_OK)
       lua_pushnil(L);
     else
-      lua_pushstring(L, d->problem[0] ? d->problem : d->error[0] ? d->error : curl_easy_strerror(result));
+      lua_pushstring(L, d->problem[0] ? d->problem : d->error[0] ? d->error : curl.easy_strerror(result));
   }
   release(d);
   vmlua_handle_close(L, &d->h); /* the arguments are on the stack already */
@@ -130,10 +177,10 @@ static void report_progress(download *d) {
 static void act(download *d, curl_socket_t fd, int flags) {
   if (d->multi == NULL) return;
   int running;
-  curl_multi_socket_action(d->multi, fd, flags, &running);
+  curl.multi_socket_action(d->multi, fd, flags, &running);
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(d->multi, &left)) != NULL)
+  while ((m = curl.multi_info_read(d->multi, &left)) != NULL)
     if (m->msg == CURLMSG_DONE) {
       finish(d, m->data.result);
       return;
@@ -175,7 +222,7 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     k->fd = s;
     k->next = d->socks;
     d->socks = k;
-    curl_multi_assign(d->multi, s, k);
+    curl.multi_assign(d->multi, s, k);
   }
   int events = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
   uv_poll_start(&k->poll, events, on_poll);
@@ -218,8 +265,8 @@ static size_t on_header(char *line, size_t size, size_t n, void *userp) {
 static int begin_body(download *d) {
   long status = 0;
   curl_off_t length = -1;
-  curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_getinfo(d->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+  curl.easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl.easy_getinfo(d->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
   if (status == 206) {
     if (d->range_first != d->offset) {
       snprintf(d->problem, sizeof d->problem, "the server sent the bytes from %lld, not from %lld",
@@ -264,7 +311,7 @@ static int fail_open(lua_State *L, download *d, const char *message) {
   return 2;
 }
 
-#define SET(opt, value) ok = ok && curl_easy_setopt(d->easy, opt, value) == CURLE_OK
+#define SET(opt, value) ok = ok && curl.easy_setopt(d->easy, opt, value) == CURLE_OK
 
 /* core.download{ url=, path=, offset=0, on_progress=fn(bytes, total), on_done=fn(status, size, err) }
  *   -> download | nil, err
@@ -276,6 +323,8 @@ static int fail_open(lua_State *L, download *d, const char *message) {
  * was). A transfer stalled for 60 s fails. download:close() cancels. */
 static int l_download(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  const char *problem = open_curl();
+  if (problem != NULL) return luaL_error(L, "download: %s", problem);
   lua_getfield(L, 1, "url");
   const char *url = luaL_checkstring(L, -1);
   lua_getfield(L, 1, "path");
@@ -307,11 +356,11 @@ static int l_download(lua_State *L) {
     lua_pushfstring(L, "%s: %s", path, strerror(errno));
     return fail_open(L, d, lua_tostring(L, -1));
   }
-  d->multi = curl_multi_init();
-  d->easy = curl_easy_init();
+  d->multi = curl.multi_init();
+  d->easy = curl.easy_init();
   if (d->multi == NULL || d->easy == NULL) {
-    if (d->multi == NULL && d->easy != NULL) curl_easy_cleanup(d->easy);
-    if (d->multi != NULL && d->easy == NULL) curl_multi_cleanup(d->multi);
+    if (d->multi == NULL && d->easy != NULL) curl.easy_cleanup(d->easy);
+    if (d->multi != NULL && d->easy == NULL) curl.multi_cleanup(d->multi);
     d->multi = NULL;
     d->easy = NULL;
     return fail_open(L, d, "cannot start libcurl");
@@ -336,14 +385,14 @@ static int l_download(lua_State *L) {
   SET(CURLOPT_WRITEFUNCTION, on_body);
   SET(CURLOPT_WRITEDATA, d);
   if (offset > 0) SET(CURLOPT_RANGE, range);
-  ok = ok && curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, on_socket) == CURLM_OK &&
-       curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d) == CURLM_OK &&
-       curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) == CURLM_OK &&
-       curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d) == CURLM_OK;
+  ok = ok && curl.multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, on_socket) == CURLM_OK &&
+       curl.multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d) == CURLM_OK &&
+       curl.multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) == CURLM_OK &&
+       curl.multi_setopt(d->multi, CURLMOPT_TIMERDATA, d) == CURLM_OK;
   if (!ok) return fail_open(L, d, "libcurl refused an option (is it older than 7.85?)");
   vmlua_handle_anchor(L, &d->h, self);
   uv_update_time(vmlua_loop()); /* the loop's clock is stale between runs */
-  if (curl_multi_add_handle(d->multi, d->easy) != CURLM_OK) return fail_open(L, d, "libcurl cannot start the transfer");
+  if (curl.multi_add_handle(d->multi, d->easy) != CURLM_OK) return fail_open(L, d, "libcurl cannot start the transfer");
   lua_pushvalue(L, self);
   return 1;
 }
@@ -373,7 +422,6 @@ void vmlua_open_download(lua_State *L) {
   static const luaL_Reg methods[] = {{"close", d_close}, {"active", d_active}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
       {"__gc", d_close}, {"__close", d_close}, {"__tostring", d_tostring}, {NULL, NULL}};
-  curl_global_init(CURL_GLOBAL_DEFAULT);
   vmlua_new_class(L, DOWNLOAD, methods, meta);
   lua_pushcfunction(L, l_download);
   lua_setfield(L, -2, "download");
