@@ -8,12 +8,13 @@ MANDIR ?= $(PREFIX)/share/man
 BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 CC ?= cc
-PKGS := lua5.4 libuv jansson libedit libcrypto
+PKGS := lua5.4 libuv jansson libedit
 CFLAGS ?= -O2 -g
-# libcurl: its header only; src/download.c opens the library at the first download
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS) libcurl) $(CFLAGS)
+# libcurl and libcrypto: their headers only; src/download.c and src/sha256.c
+# open the libraries at first use
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS) libcurl libcrypto) $(CFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS))
-MODLIBS := $(shell pkg-config --libs libuv jansson libedit libcrypto)
+MODLIBS := $(shell pkg-config --libs libuv jansson libedit)
 
 CORE := core loop handle host fs json timer process stream signal caller terminal editline interrupt lock guard memlimit download sha256
 BUILD ?= build

@@ -1,14 +1,48 @@
 /* sha256.c: SHA-256 through OpenSSL's EVP interface: of a file, streamed on
  * libuv's thread pool (hashing a large image takes seconds, and the loop,
- * with consoles, timers and other VMs, goes on meanwhile), or of a string. */
+ * with consoles, timers and other VMs, goes on meanwhile), or of a string.
+ * libcrypto is opened at the first hash: linked, its 4 MB would load into
+ * every start of vmlua. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core.h"
+
+static struct {
+  EVP_MD_CTX *(*MD_CTX_new)(void);
+  void (*MD_CTX_free)(EVP_MD_CTX *);
+  const EVP_MD *(*sha256)(void);
+  int (*DigestInit_ex)(EVP_MD_CTX *, const EVP_MD *, ENGINE *);
+  int (*DigestUpdate)(EVP_MD_CTX *, const void *, size_t);
+  int (*DigestFinal_ex)(EVP_MD_CTX *, unsigned char *, unsigned int *);
+  int (*Digest)(const void *, size_t, unsigned char *, unsigned int *, const EVP_MD *, ENGINE *);
+} crypto;
+
+/* Opens libcrypto once, on the loop's thread; NULL when ready, else why not. */
+static const char *open_crypto(void) {
+  static int ready;
+  static char problem[256];
+  if (ready) return NULL;
+  if (problem[0]) return problem;
+  void *lib = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+  int ok = lib != NULL;
+#define SYM(name) ok = ok && (*(void **)&crypto.name = dlsym(lib, "EVP_" #name)) != NULL
+  SYM(MD_CTX_new); SYM(MD_CTX_free); SYM(sha256); SYM(DigestInit_ex); SYM(DigestUpdate);
+  SYM(DigestFinal_ex); SYM(Digest);
+#undef SYM
+  if (!ok) {
+    snprintf(problem, sizeof problem, "cannot load libcrypto (install libssl3): %s", dlerror());
+    return problem;
+  }
+  ready = 1;
+  return NULL;
+}
 
 typedef struct {
   uv_work_t req;
@@ -35,22 +69,22 @@ static void hash_file(uv_work_t *req) {
     j->err = errno;
     return;
   }
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  EVP_MD_CTX *ctx = crypto.MD_CTX_new();
   unsigned char *buf = malloc(1 << 20);
   unsigned int len = 0;
-  int ok = ctx != NULL && buf != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+  int ok = ctx != NULL && buf != NULL && crypto.DigestInit_ex(ctx, crypto.sha256(), NULL) == 1;
   if (ctx == NULL || buf == NULL) j->err = ENOMEM;
   while (ok) {
     ssize_t n = read(fd, buf, 1 << 20);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) j->err = errno;
     if (n <= 0) break;
-    ok = EVP_DigestUpdate(ctx, buf, (size_t)n) == 1;
+    ok = crypto.DigestUpdate(ctx, buf, (size_t)n) == 1;
   }
-  if (ok && j->err == 0) ok = EVP_DigestFinal_ex(ctx, j->md, &len) == 1 && len == sizeof j->md;
+  if (ok && j->err == 0) ok = crypto.DigestFinal_ex(ctx, j->md, &len) == 1 && len == sizeof j->md;
   if (!ok && j->err == 0) j->err = -1;
   free(buf);
-  EVP_MD_CTX_free(ctx);
+  crypto.MD_CTX_free(ctx);
   close(fd);
 }
 
@@ -82,6 +116,8 @@ static void hashed(uv_work_t *req, int status) {
 static int l_sha256_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
+  const char *problem = open_crypto();
+  if (problem != NULL) return luaL_error(L, "sha256_file: %s", problem);
   job *j = calloc(1, sizeof *j);
   char *copy = strdup(path);
   if (j == NULL || copy == NULL) {
@@ -107,9 +143,11 @@ static int l_sha256_file(lua_State *L) {
 static int l_sha256(lua_State *L) {
   size_t len;
   const char *data = luaL_checklstring(L, 1, &len);
+  const char *problem = open_crypto();
+  if (problem != NULL) return luaL_error(L, "sha256: %s", problem);
   unsigned char md[32];
   unsigned int mdlen = 0;
-  if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != sizeof md)
+  if (crypto.Digest(data, len, md, &mdlen, crypto.sha256(), NULL) != 1 || mdlen != sizeof md)
     return luaL_error(L, "sha256: OpenSSL cannot hash it");
   char hex[65];
   to_hex(md, hex);
