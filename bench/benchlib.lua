@@ -103,6 +103,25 @@ function lib.stats(xs)
   return { n = n, median = median, min = s[1], max = s[n], p90 = s[math.ceil(0.9 * n)] }
 end
 
+-- Times each case's `args` from spawn to exit, `runs` times, interleaved so
+-- all see the same machine, after `warmup` rounds that only warm up; then
+-- prints the table (`note` ends its first line).
+function lib.spawn_to_exit(cases, runs, warmup, note)
+  for round = 1, warmup + runs do
+    for _, c in ipairs(cases) do
+      c.times = c.times or {}
+      local t = lib.time_run(c.args)
+      if round > warmup then c.times[#c.times + 1] = t * 1000 end
+    end
+  end
+  print(string.format("spawn to exit, %d runs each (after %d warm-up runs)%s", runs, warmup, note or ""))
+  print(string.format("  %-36s %8s %8s %8s   %s", "", "median", "min", "p90", "target"))
+  for _, c in ipairs(cases) do
+    local s = lib.stats(c.times)
+    print(string.format("  %-36s %5.1f ms %5.1f ms %5.1f ms   %s", c.label, s.median, s.min, s.p90, c.target or ""))
+  end
+end
+
 local function read(path)
   local f = io.open(path)
   if not f then return nil end

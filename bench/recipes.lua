@@ -57,19 +57,6 @@ lib.main(function()
       args = { "/usr/bin/env", env, lib.vmlua, "plan", "bench", "cpus=1", "p1=a", "p2=b" } },
     { label = "vmlua plan plain.lua", args = { "/usr/bin/env", env, lib.vmlua, "plan", dir .. "/plain.lua" } },
   }
-  for round = 1, WARMUP + RUNS do
-    for _, c in ipairs(cases) do
-      c.times = c.times or {}
-      local t = lib.time_run(c.args)
-      if round > WARMUP then c.times[#c.times + 1] = t * 1000 end
-    end
-  end
+  lib.spawn_to_exit(cases, RUNS, WARMUP, "; the recipe is in the 5th of 5 directories on VMLUA_PATH")
   os.execute("rm -rf '" .. dir .. "'")
-  print(string.format("spawn to exit, %d runs each (after %d warm-up runs); the recipe is in the 5th of 5 "
-    .. "directories on VMLUA_PATH", RUNS, WARMUP))
-  print(string.format("  %-36s %8s %8s %8s   %s", "", "median", "min", "p90", "target"))
-  for _, c in ipairs(cases) do
-    local s = lib.stats(c.times)
-    print(string.format("  %-36s %5.1f ms %5.1f ms %5.1f ms   %s", c.label, s.median, s.min, s.p90, c.target or ""))
-  end
 end)
