@@ -3,18 +3,9 @@
 -- qemu-guest-agent, which udev starts when the port shows up. And what
 -- vm:run says when neither the agent nor a shell answers.
 local core = require "vmlua.core"
-local runtime = require "vmlua.runtime"
 local task = require "vmlua.task"
 local vmlua = require "vmlua"
 local guest = require "support.guest"
-
-local function debian()
-  local dir = runtime.cache() .. "/guests/debian-x86_64/"
-  for _, f in ipairs { "vmlinuz", "initrd.img", "root.ext4" } do
-    assert(core.stat(dir .. f), "no Debian guest " .. dir .. f .. ": run scripts/build-debian.sh")
-  end
-  return dir
-end
 
 local function error_of(fn)
   local ok, err = pcall(fn)
@@ -31,7 +22,7 @@ describe("vm:run through the guest agent", function()
   after_each(guest.cleanup)
 
   it("runs commands in a guest whose console has a login prompt, and says when the agent is gone", function()
-    local image = debian()
+    local image = guest.debian()
     local vm = vmlua.vm {
       name = "agent-" .. core.getpid(), arch = "x86_64", cpus = 2, memory = "1G",
       boot = vmlua.linux { kernel = image .. "vmlinuz", initrd = image .. "initrd.img",

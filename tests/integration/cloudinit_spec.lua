@@ -3,19 +3,10 @@
 -- marker file, its host name, and root's ssh key, a key of the VM's own
 -- that vmlua made (not the key baked into the image).
 local core = require "vmlua.core"
-local runtime = require "vmlua.runtime"
 local store = require "vmlua.instance.store"
 local vmlua = require "vmlua"
 local cli = require "support.cli"
 local guest = require "support.guest"
-
-local function debian()
-  local dir = runtime.cache() .. "/guests/debian-x86_64/"
-  for _, f in ipairs { "vmlinuz", "initrd.img", "root.ext4", "id_ed25519" } do
-    assert(core.stat(dir .. f), "no Debian guest " .. dir .. f .. ": run scripts/build-debian.sh")
-  end
-  return dir
-end
 
 local function read(path)
   local f = assert(io.open(path))
@@ -38,7 +29,7 @@ describe("a cloud-init seed", function()
   end)
 
   it("configures the Debian guest, which lets vmlua in with the VM's own key", function()
-    local image = debian()
+    local image = guest.debian()
     name = "cloudinit-" .. core.getpid()
     local vm = vmlua.vm {
       name = name, arch = "x86_64", cpus = 2, memory = "1G",

@@ -2,22 +2,13 @@
 -- (systemd, sshd, the cloud kernel) on a copy-on-write overlay, reached by
 -- ssh through a NAT forward, stopped by its power button.
 local core = require "vmlua.core"
-local runtime = require "vmlua.runtime"
 local vmlua = require "vmlua"
 local cli = require "support.cli"
 local guest = require "support.guest"
 
-local function debian()
-  local dir = runtime.cache() .. "/guests/debian-x86_64/"
-  for _, f in ipairs { "vmlinuz", "initrd.img", "root.ext4", "id_ed25519" } do
-    assert(core.stat(dir .. f), "no Debian guest " .. dir .. f .. ": run scripts/build-debian.sh")
-  end
-  return dir
-end
-
 local count = 0
 local function debian_vm(overlay, port)
-  local image = debian()
+  local image = guest.debian()
   count = count + 1
   return vmlua.vm {
     name = string.format("debian-%d-%d", core.getpid(), count),
@@ -64,7 +55,7 @@ describe("the Debian guest", function()
   end)
 
   it("says why ssh cannot work before trying", function()
-    local image = debian()
+    local image = guest.debian()
     local vm = vmlua.vm { name = "debian-nossh-" .. core.getpid(), arch = "x86_64", memory = "1G",
       boot = vmlua.linux { kernel = image .. "vmlinuz", initrd = image .. "initrd.img" },
       ssh = { key = image .. "id_ed25519" } }

@@ -13,6 +13,15 @@ function guest.files(arch)
   return { kernel = dir .. "/vmlinuz", initrd = dir .. "/initrd.img", data = dir .. "/data.ext4" }
 end
 
+-- The directory of the Debian guest built by scripts/build-debian.sh.
+function guest.debian()
+  local dir = require("vmlua.runtime").cache() .. "/guests/debian-x86_64/"
+  for _, f in ipairs { "vmlinuz", "initrd.img", "root.ext4", "id_ed25519" } do
+    assert(core.stat(dir .. f), "no Debian guest " .. dir .. f .. ": run scripts/build-debian.sh")
+  end
+  return dir
+end
+
 -- A private scratch directory, removed by guest.cleanup().
 local scratch = {}
 function guest.tmpdir()
