@@ -1,26 +1,19 @@
 --- The VM object: a validated configuration and a life cycle modelled on
 -- VZVirtualMachine: observable states, and operations that are allowed only
--- in some of them. The QEMU process is driven over QMP.
+-- in some of them. A backend (vmlua.backend.*) runs the guest and gives the
+-- VM a QMP-shaped monitor, a process handle and a console.
 -- @module vmlua.machine
 local core = require "vmlua.core"
 local config = require "vmlua.config"
-local console = require "vmlua.console"
-local disks = require "vmlua.disks"
-local efi = require "vmlua.efi"
 local errors = require "vmlua.errors"
 local fields = require "vmlua.fields"
-local lan = require "vmlua.lan"
-local qemu = require "vmlua.qemu"
-local qmp = require "vmlua.qmp"
 local runtime = require "vmlua.runtime"
-local server = require "vmlua.instance.server"
 local task = require "vmlua.task"
 local validate = require "vmlua.validate"
-local virtiofsd = require "vmlua.qemu.virtiofsd"
 
 local machine = {
   defined = {},     -- every VM created, in order (vmlua plan lists them)
-  live = {},        -- VMs with a QEMU process
+  live = {},        -- VMs whose backend runs a guest (a QEMU process)
   dry_run = false,  -- vmlua plan: life-cycle calls do nothing
   start_timeout = 30,
   stop_timeout = 15,
@@ -103,7 +96,6 @@ function machine.notice(message)
   require("vmlua.notice").say(message) -- silenced by vmlua -q
 end
 
-local warned = {}
 local silent = setmetatable({}, { __mode = "k" }) -- VMs that machine.stop stops: its caller reports
 machine.announce_stops = false -- set by the vmlua executable (cli.lua)
 
@@ -254,6 +246,11 @@ function VM:wait(state, opts)
   return self
 end
 
+-- The backend that runs a VM of this configuration.
+function machine.backend(cfg)
+  return require("vmlua.backend." .. (cfg.backend and cfg.backend.kind or "qemu"))
+end
+
 -- Host port 0 in a forward: a port free now, chosen at each start.
 function machine.choose_ports(cfg)
   for _, n in ipairs(cfg.net) do
@@ -312,21 +309,12 @@ function VM:start(opts)
   self.stop_deadline, self.stopper, self.stop_resumes = nil, nil, nil
   self.shutdown, self.qmp_lost, self.exit_status, self.forced, self.stop_reason = nil, false, nil, nil, nil
   self.process, self.qmp, self.serial = nil, nil, nil
+  self.backend = machine.backend(cfg)
   self:_set_state("starting")
-  local accel, _, warning = qemu.accel(cfg)
-  self.accel = accel
-  if warning and not warned[warning] then
-    warned[warning] = true
-    machine.notice(warning)
-  end
   local launched
-  -- KVM that passed the probe may still kill QEMU: then TCG, once (see _exited).
-  self.kvm_trial = self.accel == "kvm" and cfg.accel == nil
-  launched, ok, err = pcall(self._launch, self)
-  if launched and not ok and self:_kvm_died() then launched, ok, err = pcall(self._launch, self) end
-  self.kvm_trial = false
-  lan.release(self.lan_holds) -- QEMU holds its LANs now, or has ended
-  self.lan_holds = nil
+  launched, ok, err = pcall(self.backend.launch, self)
+  self.backend.launched(self)
+  if launched and ok then self:_set_state("running") end
   if launched and ok and self.exit_status then self:_exited(self.exit_status[1], self.exit_status[2]) end
   if not launched then -- interrupted (the REPL's Ctrl-C) or a bug: leave nothing behind
     self:_abort(tostring(ok))
@@ -337,149 +325,6 @@ function VM:start(opts)
     errors.raise(self:_failure("cannot start: " .. self.reason), 2)
   end
   return self
-end
-
-function VM:_launch()
-  local cfg, paths = self.config, self.paths
-  local ready, problem = disks.prepare(cfg, paths) -- made, grown, ephemeral overlays; or who holds one
-  if not ready then return nil, problem end
-  ready, problem = efi.prepare(cfg) -- a missing UEFI variable store is copied from its template
-  if not ready then return nil, problem end
-  ready, problem = require("vmlua.cloudinit.seed").prepare(cfg) -- its key, and its seed unless cached
-  if not ready then return nil, problem end
-  self.daemons, problem = virtiofsd.start(cfg, paths) -- the shares' daemons listen before QEMU connects
-  if not self.daemons then return nil, problem end
-  lan.release(self.lan_holds) -- a second launch (KVM fallback) joins again
-  self.lan_holds, problem = lan.join_all(cfg) -- each LAN's switch runs until QEMU holds it
-  if not self.lan_holds then return nil, problem end
-  -- The runtime directory's log is rotated; a log the user named is theirs.
-  self.serial = console.new { log = cfg.console.log or self.log_path or paths.log, stdio = cfg.console.stdio,
-                              rotate = not cfg.console.log and console.LOG_BYTES or nil }
-  local connected = {}
-  local function accept(kind)
-    return function(stream)
-      if connected[kind] then stream:close() return end
-      connected[kind] = stream
-      if self.on_connect then self.on_connect() end
-    end
-  end
-  local err
-  self.servers = {}
-  self.servers.qmp, err = core.listen(paths.qmp, accept("qmp"))
-  if not self.servers.qmp then return nil, "cannot listen on " .. paths.qmp .. ": " .. err end
-  -- The console FIFOs are open before QEMU starts, so no byte is lost.
-  os.remove(paths.console_in)
-  os.remove(paths.console_out)
-  local fifos
-  fifos, err = core.open_fifos(paths.console_out, paths.console_in)
-  if not fifos then return nil, "cannot make the console FIFOs " .. paths.console .. ".{in,out}: " .. err end
-  self.serial:attach(fifos)
-
-  -- vm.incoming = { file=, load=fn(vm) }, set by vm:restore: QEMU loads a
-  -- saved state (the file is its stdin) instead of booting
-  local cmd = qemu.command(cfg, paths, self.accel, { incoming = self.incoming and "defer" })
-  self.process, err = core.spawn {
-    file = cmd.file, args = cmd.args,
-    on_stdout = function(data) self:_stderr(data) end,
-    on_stderr = function(data) self:_stderr(data) end,
-    on_exit = function(code, signal) self:_exited(code, signal) end,
-    guarded = true, stdin = self.incoming and self.incoming.file,
-  }
-  if not self.process then return nil, err end
-  machine.live[self] = true
-  runtime.write_pid(paths, self.process:pid())
-  self.guard, err = machine.guard(self)
-  if not self.guard then return nil, err end
-
-  -- QEMU connects to QMP while it starts, before the guest runs.
-  local ok = task.await(function(wake)
-    self.on_connect = function() if connected.qmp then wake(true) end end
-    self.on_exit_wake = wake
-    self.on_connect()
-  end, machine.start_timeout)
-  self.on_connect, self.on_exit_wake = nil, nil
-  if not ok then
-    return nil, self.exit_status and self:_exit_reason()
-      or "QEMU did not connect within " .. machine.start_timeout .. " s"
-  end
-  self:_close_servers()
-  self.qmp = qmp.new(connected.qmp, {
-    on_event = function(name, data) self:_event(name, data) end,
-    on_close = function(reason) self:_qmp_closed(reason) end,
-  })
-  local _, qerr = self.qmp:handshake(machine.start_timeout)
-  if qerr then return nil, "QMP: " .. qerr end
-  if self.incoming then
-    local _, ierr = self.incoming.load(self)
-    if ierr then return nil, ierr end
-  end
-  local status, serr = self.qmp:execute("query-status", nil, machine.start_timeout)
-  if not status then return nil, "QMP: " .. serr end
-  if not status.running then
-    local _, cerr = self.qmp:execute("cont", nil, machine.start_timeout)
-    if cerr then return nil, "QMP: " .. cerr end
-  end
-  if self.state ~= "starting" then return nil, self.reason or ("it is " .. self.state) end
-  local why
-  self.server, why = server.start(self)
-  if not self.server then return nil, "cannot serve it on " .. self.paths.control .. ": " .. why end
-  self:_set_state("running")
-  return true
-end
-
--- If vmlua dies, the guard presses the power button (see src/guard.c); it
--- removes the runtime files afterwards.
-function machine.guard(vm)
-  local paths = vm.paths
-  local files = {}
-  for key, path in pairs(paths) do
-    if key ~= "dir" then files[#files + 1] = path end
-  end
-  for _, file in ipairs(runtime.device_files(paths)) do files[#files + 1] = file end
-  return core.guard { pid = vm.process:pid(), socket = paths.guard, lock = paths.lock,
-                      files = files, dir = paths.dir }
-end
-
--- QEMU died under KVM before the guest ran, though the probe passed: say so
--- in QEMU's words and clear the way to start again under TCG.
-function VM:_kvm_died()
-  if not self.kvm_trial or self.stop_requested or self.state ~= "starting" then return false end
-  if self.process and not self.exit_status then -- QMP may close before QEMU's exit is seen
-    task.await(function(wake) self.on_exit_wake = wake end, 2)
-    self.on_exit_wake = nil
-  end
-  if not self.exit_status then return false end
-  local accel = require "vmlua.accel"
-  local how = self.exit_status[2] and ("was killed by SIG" .. self.exit_status[2])
-    or ("exited with status " .. tostring(self.exit_status[1]))
-  local words = accel.words(self.stderr) or how
-  accel.kvm_failed(words)
-  machine.notice(string.format('vm %s: QEMU %s under KVM ("%s"); starting it again under TCG',
-                               self.name, how, words))
-  machine.live[self] = nil
-  if self.guard then self.guard:dismiss() end
-  self:_close_servers()
-  if self.qmp then self.qmp:close() end
-  if self.serial then self.serial:close() end
-  if self.process then self.process:close() end
-  virtiofsd.stop(self.daemons) -- _launch starts them again
-  -- _launch remakes the FIFOs; QEMU its sockets
-  for _, file in ipairs { self.paths.qmp, self.paths.guard, self.paths.pid, self.paths.agent } do
-    os.remove(file)
-  end
-  self.process, self.qmp, self.serial, self.guard, self.exit_status = nil, nil, nil, nil, nil
-  self.reason, self.stderr, self.shutdown, self.qmp_lost, self.panicked = nil, "", nil, false, false
-  self.accel, self.kvm_trial = "tcg", false
-  return true
-end
-
-function VM:_stderr(data)
-  self.stderr = (self.stderr .. data):sub(-4096)
-end
-
-function VM:_close_servers()
-  for _, listener in pairs(self.servers or {}) do listener:close() end
-  self.servers = nil
 end
 
 -- Start failed: leave nothing behind, end in "error", and keep the best reason:
@@ -493,7 +338,7 @@ function VM:_abort(err)
     wait_ended(self)
   end
   if not ENDED[self.state] then
-    self:_finish("error", self.exit_status and not self.stop_requested and self:_exit_reason() or err)
+    self:_finish("error", self.exit_status and not self.stop_requested and self.backend.exit_reason(self) or err)
   end
   self.start_failure = nil
 end
@@ -511,27 +356,6 @@ function VM:_event(name, data)
   end
   if self.server then self.server:event(name, data) end
   self:_emit("qmp", name, data)
-end
-
--- QEMU closes QMP as it exits, so give it a moment to exit by itself; if it
--- does not, vmlua has lost control of it and ends it.
-function VM:_qmp_closed(reason)
-  local process = self.process -- a KVM fallback may start another meanwhile
-  if not (process and process:running()) or self.stop_requested then return end
-  core.timer(1, 0, function()
-    if self.process == process and process:running() and not self.stop_requested then
-      self.qmp_lost = reason
-      self.process:kill("KILL")
-    end
-  end)
-end
-
-function VM:_exit_reason()
-  local status, signal = self.exit_status[1], self.exit_status[2]
-  local stderr = self.stderr:gsub("%s+$", "")
-  local how = signal and ("QEMU was killed by SIG" .. signal) or ("QEMU exited with status " .. status)
-  if stderr ~= "" then how = disks.lock_problem(self.config, stderr) or (how .. ": " .. stderr) end
-  return how
 end
 
 function VM:_exited(code, signal)
@@ -560,7 +384,7 @@ function VM:_end_reason()
   elseif self.stop_requested and (self.forced or self.shutdown or code == 0) then
     return "stopped", self.forced and "forced off by vmlua" or self.stop_reason or "stopped by vmlua"
   elseif signal then
-    return "error", self:_exit_reason()
+    return "error", self.backend.exit_reason(self)
   elseif self.shutdown and self.shutdown.reason == "guest-shutdown" then
     return "stopped", "the guest powered off"
   elseif self.shutdown and self.shutdown.reason == "guest-reset" then
@@ -568,23 +392,18 @@ function VM:_end_reason()
   elseif code == 0 and self.shutdown then
     return "stopped", "QEMU shut down (" .. tostring(self.shutdown.reason) .. ")"
   end
-  return "error", self:_exit_reason()
+  return "error", self.backend.exit_reason(self)
 end
 
 function VM:_finish(state, reason)
   machine.live[self] = nil
-  if self.guard then self.guard:dismiss() end
   -- A VM that fails under a script that is not waiting on it: the CLI
   -- reports it at exit (unless a later call raises it).
   self.failure_unreported = state == "error" and self.state ~= "starting" or nil
-  self:_close_servers()
   if self.qmp then self.qmp:close() end
   if self.serial then self.serial:close() end
   if self.process then self.process:close() end
-  virtiofsd.stop(self.daemons) -- after QEMU: a share's daemon never outlives the VM
-  self.daemons = nil
-  lan.release(self.lan_holds)
-  self.lan_holds = nil
+  self.backend.release(self) -- after QEMU: a share's daemon never outlives the VM
   if self.paths then runtime.remove(self.paths, self.claim) end
   self:_set_state(state, reason)
 end
