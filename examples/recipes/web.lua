@@ -3,7 +3,6 @@
 --   VMLUA_PATH=examples/recipes vmlua run web port=8080
 --   VMLUA_PATH=examples/recipes vmlua run web --help
 local vmlua = require "vmlua"
-local runtime = require "vmlua.runtime"
 
 return vmlua.recipe {
   description = "A small web server VM: busybox httpd on a forwarded local port",
@@ -14,7 +13,8 @@ return vmlua.recipe {
     page = { type = "string", default = "hello from web", description = "what the server's index page says" },
   },
   define = function(p)
-    local guest = runtime.cache() .. "/guests/" .. vmlua.host.arch .. "/"
+    -- required here, not at the top: `vmlua recipes` reads the top level in the sandbox, which gives only vmlua
+    local guest = require("vmlua.runtime").cache() .. "/guests/" .. vmlua.host.arch .. "/"
     local vm = vmlua.vm {
       name = "web",
       cpus = p.cpus,

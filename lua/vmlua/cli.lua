@@ -2,11 +2,19 @@
 -- definition or script as a task on the event loop.
 local core = require "vmlua.core"
 local errors = require "vmlua.errors"
-local machine = require "vmlua.machine"
 local notice = require "vmlua.notice"
 local task = require "vmlua.task"
 
 local cli = {}
+
+-- Modules load when a path needs them: `vmlua -e ''` loads no VM code.
+-- The VM module only once something loads it (no VM exists before).
+local function loaded_machine()
+  return package.loaded["vmlua.machine"]
+end
+
+-- The commands of cli/instances.lua, which is loaded only for them.
+local INSTANCE_COMMANDS = { ls = true, start = true, stop = true, attach = true, ssh = true, rm = true }
 
 local USAGE = [=[
 usage: vmlua [options] [FILE [args]]
@@ -165,7 +173,7 @@ local function run_main(fn, watcher)
       ok = true
     else
       report(err)
-      machine.stop_all(false, 5)
+      if loaded_machine() then loaded_machine().stop_all(false, 5) end
     end
     -- instances the script attached to run on without it
     local client = package.loaded["vmlua.instance.client"]
@@ -184,17 +192,18 @@ local interrupted
 local STATUS = { INT = 130, TERM = 143, HUP = 129 }
 local function on_signal(name)
   failed = true
+  local m = loaded_machine()
   if interrupted then
     io.stderr:write("\nvmlua: forcing VMs off\n")
-    machine.stop_all(true)
+    if m then m.stop_all(true) end
     return
   end
   interrupted = STATUS[name]
-  if next(machine.live) ~= nil then
+  if m and next(m.live) ~= nil then
     io.stderr:write("\nvmlua: stopping VMs (press Ctrl-C again to force them off)\n")
   end
   task.spawn(function()
-    machine.stop_all(false)
+    if m then m.stop_all(false) end
     core.stop()
   end)
 end
@@ -207,7 +216,7 @@ end
 
 -- A VM that failed while nothing waited on it fails the run, with its reason.
 local function report_failed_vms()
-  for _, vm in ipairs(machine.defined) do
+  for _, vm in ipairs(loaded_machine() and loaded_machine().defined or {}) do
     if vm.failure_unreported then
       vm.failure_unreported = nil
       report(string.format("vm %s: %s", vm.name, vm.reason))
@@ -219,11 +228,12 @@ end
 local function wrap_exit()
   local exit = os.exit
   os.exit = function(code, close) -- luacheck: ignore 122
-    if next(machine.live) ~= nil then
+    local m = loaded_machine()
+    if m and next(m.live) ~= nil then
       if task.current() then
-        machine.stop_all(false)
+        m.stop_all(false)
       else
-        for vm in pairs(machine.live) do vm.process:close() end
+        for vm in pairs(m.live) do vm.process:close() end
       end
     end
     io.stdout:flush()
@@ -235,6 +245,7 @@ end
 -- terminal attached to its console (Ctrl-] detaches and stops it, as the
 -- guest's poweroff does); otherwise the consoles stream to stdout.
 local function boot_defined()
+  local machine = require "vmlua.machine"
   local attach = #machine.defined == 1 and core.isatty(0) and core.isatty(1)
   for _, vm in ipairs(machine.defined) do
     if not attach then vm.config.console.stdio = true end
@@ -247,6 +258,18 @@ local function boot_defined()
     if vm:can_stop() then vm:stop() end -- "stopped vm dev ...", or forced, announced
   end
   for _, vm in ipairs(machine.defined) do vm:wait("stopped") end
+end
+
+-- Whether a command-line word names a recipe rather than a file (cli/recipes.lua
+-- decides, loaded only for a word that could be one: never for a FILE.lua).
+local function is_recipe_name(word)
+  return word:match("^[%w_%-%.]+$") ~= nil and not word:match("%.lua$") and require("vmlua.cli.recipes").is_name(word)
+end
+
+-- Whether a script's result is a recipe; only a script that made one loaded recipe.lua.
+local function is_recipe(r)
+  local recipe = package.loaded["vmlua.recipe"]
+  return recipe ~= nil and recipe.is(r)
 end
 
 local function plan_command(argv)
@@ -270,6 +293,7 @@ local function plan_command(argv)
     report("plan: which file? usage: vmlua plan [--json] FILE")
     return 2
   end
+  local machine = require "vmlua.machine"
   machine.dry_run, task.dry_run = true, true
   -- plan starts nothing, the script's own commands included
   local execute, popen = os.execute, io.popen
@@ -289,13 +313,13 @@ local function plan_command(argv)
     io.stderr:write(table.concat(parts, "\t", 1, parts.n), "\n")
   end
   local ok = run_main(function()
-    local recipes = require "vmlua.cli.recipes"
-    if recipes.is_name(script) then -- vmlua plan RECIPE NAME=VALUE...
+    if is_recipe_name(script) then -- vmlua plan RECIPE NAME=VALUE...
+      local recipes = require "vmlua.cli.recipes"
       recipes.instantiate(require("vmlua.recipe").find(script), { table.unpack(argv, i + 1) })
     else -- a file; one that returns a recipe gets NAME=VALUE from the command line
       local sbx = sandbox_opts.sandbox
       local r = (sbx and require("vmlua.sandbox.cli").chunk(script, sbx) or load_script(script))(script_args(argv, i))
-      if require("vmlua.recipe").is(r) then recipes.instantiate(r, { table.unpack(argv, i + 1) }) end
+      if is_recipe(r) then require("vmlua.cli.recipes").instantiate(r, { table.unpack(argv, i + 1) }) end
     end
   end)
   io.output(stdout)
@@ -325,12 +349,26 @@ local function plan_command(argv)
   return 0
 end
 
+-- vm:stop() says how it went, on stderr: machine.announce_stops, set when
+-- the VM module loads (a preload that loads it from its file).
+local function announce_stops()
+  if loaded_machine() then
+    loaded_machine().announce_stops = true
+    return
+  end
+  package.preload["vmlua.machine"] = function(name)
+    package.preload[name] = nil
+    local m = require(name)
+    m.announce_stops = true
+    return m
+  end
+end
+
 function cli.main(argv)
   task.report = report
-  machine.announce_stops = true -- vm:stop() says how it went, on stderr
-  local instances = require "vmlua.cli.instances"
+  announce_stops()
   if argv[1] == "-q" and (argv[2] == "plan" or argv[2] == "run" or argv[2] == "recipes"
-                          or instances.is_command(argv[2])) then
+                          or INSTANCE_COMMANDS[argv[2]]) then
     notice.quiet = true -- vmlua -q COMMAND ...
     table.remove(argv, 1)
   end
@@ -348,8 +386,9 @@ function cli.main(argv)
     if not run_recipe then return code end
     table.remove(argv, 1)
   end
-  if instances.is_command(argv[1]) then
+  if INSTANCE_COMMANDS[argv[1]] then
     local code
+    local instances = require "vmlua.cli.instances"
     local ok = run_main(function() code = instances.run(argv[1], { table.unpack(argv, 2) }) end)
     return ok and code or 1
   end
@@ -372,11 +411,10 @@ function cli.main(argv)
   local ok = run_main(function()
     run_actions(opts.actions)
     if opts.script then
-      local started = #machine.defined
-      local recipes = require "vmlua.cli.recipes"
+      local started = loaded_machine() and #loaded_machine().defined or 0
       local found -- where vmlua run found its recipe
       local chunk = run_recipe and function()
-        local r, _, origin = recipes.resolve_name(run_recipe)
+        local r, _, origin = require("vmlua.cli.recipes").resolve_name(run_recipe)
         found = origin
         return r
       end or opts.sandbox and require("vmlua.sandbox.cli").chunk(opts.script, opts.sandbox)
@@ -386,16 +424,17 @@ function cli.main(argv)
       else
         local r = chunk(script_args(argv, opts.script_index))
         -- a file that returns a recipe: NAME=VALUE arguments are its parameters
-        if require("vmlua.recipe").is(r)
-            and recipes.instantiate(r, { script_args(argv, opts.script_index) }, found) == "help" then
+        if is_recipe(r) and require("vmlua.cli.recipes").instantiate(r, { script_args(argv, opts.script_index) },
+                                                                      found) == "help" then
           return
         end
       end
       local any_started = false
-      for _, vm in ipairs(machine.defined) do
+      local defined = loaded_machine() and loaded_machine().defined or {}
+      for _, vm in ipairs(defined) do
         if vm.state ~= "stopped" or vm.process or vm.remote then any_started = true end
       end
-      if not any_started and #machine.defined > started and not opts.interactive then
+      if not any_started and #defined > started and not opts.interactive then
         boot_defined()
       end
     end

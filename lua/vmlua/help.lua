@@ -196,12 +196,12 @@ local function listing(docs, prefix, names)
   return table.concat(out, "\n")
 end
 
--- The public names that have a doc: those of the vmlua table, and the
--- public methods of the VM class (no leading `_`).
+-- The public names that have a doc: those of the vmlua table (its lazy
+-- fields too), and the public methods of the VM class (no leading `_`).
 local function public(docs, t, is_vm)
   local names = {}
   for _, k in ipairs(sorted_keys(docs)) do
-    if k:sub(1, 1) ~= "_" and (t == nil or (rawget(t, k) ~= nil and (not is_vm or type(t[k]) == "function"))) then
+    if k:sub(1, 1) ~= "_" and (t == nil or (t[k] ~= nil and (not is_vm or type(t[k]) == "function"))) then
       names[#names + 1] = k
     end
   end
@@ -233,7 +233,7 @@ end
 function help.text(what)
   local docs = help.docs()
   local machine = require "vmlua.machine"
-  local VM = machine.VM
+  local VM = machine.class()
   local vmlua = require "vmlua"
   if what == nil or what == vmlua then return overview(docs, VM) end
   if getmetatable(what) == VM then return vm_overview(docs, VM) end

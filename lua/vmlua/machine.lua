@@ -33,10 +33,45 @@ local machine = {
 -- @field pid QEMU's process id while it runs, else nil
 -- @field serial its console: `vm.serial.tail` and `vm.serial:last_lines(n)` are printable text
 local VM = {}
--- vm.pid is worked out when read (see VM:_pid); the rest comes from the class.
+
+-- Methods that other modules add to the class (each its install(VM,
+-- machine)), loaded at their first use so that vmlua plan loads none.
+machine.EXTENSIONS = {
+  ["vmlua.shell"] = { "console", "expect", "run", "send", "_check_console", "_console_expect", "_interrupt_run",
+                      "_run" },
+  ["vmlua.agent"] = { "_agent_port", "_answered", "_neither", "_run_any", "_way_in" },
+  ["vmlua.snapshot"] = { "restore", "save" },
+  ["vmlua.ssh"] = { "ssh", "wait_ssh" },
+}
+local extension_of = {}
+for module, names in pairs(machine.EXTENSIONS) do
+  for _, name in ipairs(names) do extension_of[name] = module end
+end
+
+local function extend(module)
+  for _, name in ipairs(machine.EXTENSIONS[module]) do extension_of[name] = nil end
+  require(module).install(VM, machine)
+end
+
+--- The VM class with every method installed (help, completion and the sandbox list them).
+-- @treturn table
+function machine.class()
+  for module in pairs(machine.EXTENSIONS) do
+    if extension_of[machine.EXTENSIONS[module][1]] then extend(module) end
+  end
+  return VM
+end
+
+-- vm.pid is worked out when read (see VM:_pid); the rest comes from the
+-- class, an extension's method loading its module.
 VM.__index = function(vm, key)
   if key == "pid" then return vm:_pid() end
-  return VM[key]
+  local value = VM[key]
+  if value == nil and extension_of[key] then
+    extend(extension_of[key])
+    value = VM[key]
+  end
+  return value
 end
 
 -- The VM's public fields (the doc block above), which completion at the
@@ -591,10 +626,6 @@ function machine.stop_all(force, timeout)
   if left > 0 and task.current() then task.await(function(wake) done = wake end) end
 end
 
-machine.VM = VM -- the class: help() and the doc check list its methods
-require("vmlua.shell").install(VM, machine)
-require("vmlua.agent").install(VM, machine)
-require("vmlua.snapshot").install(VM, machine)
-require("vmlua.ssh").install(VM, machine)
+machine.VM = VM -- the class, as metatable; machine.class() has all its methods
 
 return machine

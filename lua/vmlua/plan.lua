@@ -1,17 +1,18 @@
 -- What a VM would run, for people (plan.text) and programs (plan.json):
 -- the resolved configuration, the accelerator and why, and the exact QEMU
 -- argv.
-local cloudinit = require "vmlua.cloudinit"
 local core = require "vmlua.core"
-local disks = require "vmlua.disks"
-local efi = require "vmlua.efi"
 local fields = require "vmlua.fields"
 local size = require "vmlua.size"
 local host = require "vmlua.host"
-local lan = require "vmlua.lan"
 local qemu = require "vmlua.qemu"
 local runtime = require "vmlua.runtime"
-local virtiofsd = require "vmlua.qemu.virtiofsd"
+
+-- What only some VMs use (disks, LANs, shares, UEFI variables, cloud-init)
+-- is loaded when a VM does: use "disks" is vmlua.disks.
+local function use(name)
+  return require("vmlua." .. name)
+end
 
 local plan = {}
 
@@ -78,18 +79,20 @@ function plan.text(cfg)
   else
     say("  boot      efi firmware %s (read-only)", boot.firmware or "(none found)")
     say("                vars %s", boot.vars or "(none: UEFI variables are not kept)")
-    for _, line in ipairs(boot.vars and efi.describe(boot, cfg.name) or {}) do say("                     %s", line) end
+    for _, line in ipairs(boot.vars and use("efi").describe(boot, cfg.name) or {}) do
+      say("                     %s", line)
+    end
   end
   if #cfg.disks == 0 then say("  disks     none") end
   for i, d in ipairs(cfg.disks) do
     say("  disk%-5d %s (%s, %s)", i - 1, d.path, d.format, d.readonly and "read-only" or "read-write")
-    local happens = disks.describe(d)
+    local happens = use("disks").describe(d)
     if happens then say("            %s", happens) end
   end
   if #cfg.net == 0 then say("  net       none") end
   for i, n in ipairs(cfg.net) do
     if n.kind == "lan" then
-      local sw = lan.switch_command(n.name)
+      local sw = use("lan").switch_command(n.name)
       say("  net%-6d lan %s, mac %s", i - 1, n.name, n.mac)
       say("            switch (shared by every VM on %s, ends with the last): %s", n.name, table.concat(sw.args, " "))
     elseif #n.forward == 0 then
@@ -105,11 +108,11 @@ function plan.text(cfg)
     say("  share%-4d %s as tag %s (%s)", i - 1, s.host, s.tag, s.readonly and "read-only" or "read-write")
     say("            virtiofsd%s:", s.readonly and ", in a mount namespace of its own where the directory is a "
       .. "read-only bind mount" or "")
-    out[#out + 1] = command_text(virtiofsd.command(s, i, paths).args, "              ")
+    out[#out + 1] = command_text(use("qemu.virtiofsd").command(s, i, paths).args, "              ")
   end
-  local seed = cloudinit.describe(cfg)
+  local seed = cfg.cloudinit and use("cloudinit").describe(cfg)
   if seed then
-    say("  cloudinit NoCloud seed (ISO 9660, label %s), a read-only disk after the others", cloudinit.LABEL)
+    say("  cloudinit NoCloud seed (ISO 9660, label %s), a read-only disk after the others", use("cloudinit").LABEL)
     say("            %s", seed.seed and (seed.seed .. (seed.built and " (in the cache)" or " (built at start)"))
       or "built at start, named by its files' hash, once the instance's key is made")
     for _, f in ipairs(seed.files) do
@@ -194,7 +197,7 @@ function plan.describe(cfg)
   end
   local disks_out, net = {}, {}
   for i, d in ipairs(cfg.disks) do
-    local t = disks.intent(d) -- what starting the VM does to it
+    local t = use("disks").intent(d) -- what starting the VM does to it
     disks_out[i] = { path = d.path, format = d.format, readonly = d.readonly, where = where(d.where),
                      size = t.size or core.null, create = t.create or core.null,
                      grow_from = t.grow_from or core.null, base = d.base or core.null,
@@ -202,7 +205,7 @@ function plan.describe(cfg)
   end
   for i, n in ipairs(cfg.net) do
     if n.kind == "lan" then
-      local p, sw = lan.paths(n.name), lan.switch_command(n.name)
+      local p, sw = use("lan").paths(n.name), use("lan").switch_command(n.name)
       net[i] = { kind = "lan", name = n.name, mac = n.mac, where = where(n.where),
                  switch = { socket = p.switch, hold = p.hold, file = sw.file, argv = sw.args } }
     else
@@ -216,16 +219,16 @@ function plan.describe(cfg)
   local paths = runtime.paths(cfg.name)
   local shares = {}
   for i, s in ipairs(cfg.shares or {}) do
-    local d = virtiofsd.command(s, i, paths)
+    local d = use("qemu.virtiofsd").command(s, i, paths)
     shares[i] = { host = s.host, tag = s.tag, readonly = s.readonly, where = where(s.where), socket = d.socket,
                   daemon = { file = d.file, argv = d.args, readonly_view = d.readonly or core.null } }
   end
   local cmd = command(cfg)
-  local seed = cloudinit.describe(cfg)
+  local seed = cfg.cloudinit and use("cloudinit").describe(cfg)
   if seed then
     local files = {}
     for _, f in ipairs(seed.files) do files[f.name] = f.text end
-    seed = { seed = seed.seed or core.null, built = seed.built == true, label = cloudinit.LABEL, files = files,
+    seed = { seed = seed.seed or core.null, built = seed.built == true, label = use("cloudinit").LABEL, files = files,
              key = seed.key or core.null, key_made = seed.key_made, where = where(cfg.cloudinit.where) }
   end
   return {

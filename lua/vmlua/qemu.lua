@@ -1,11 +1,9 @@
 -- The QEMU backend: what each guest architecture runs on, and the exact
 -- argv for a normalized VM configuration. The argv is an array handed to
 -- exec, never to a shell.
-local accelerator = require "vmlua.accel"
-local cloudinit = require "vmlua.cloudinit"
-local disks = require "vmlua.disks"
+-- The modules of accelerators, disks, shares and cloud-init load when a VM
+-- needs them: config.lua reads qemu.arches without them.
 local host = require "vmlua.host"
-local virtiofsd = require "vmlua.qemu.virtiofsd"
 
 local qemu = {}
 
@@ -72,7 +70,7 @@ end
 -- accelerator the VM runs under (cfg.accel when it asks for one), why, and
 -- what to tell the user when it starts.
 function qemu.accel(cfg)
-  return accelerator.choose(cfg.arch, cfg.accel, cfg.accel_by)
+  return require("vmlua.accel").choose(cfg.arch, cfg.accel, cfg.accel_by)
 end
 
 local function machine_type(a, cfg, accel)
@@ -106,7 +104,8 @@ function qemu.command(cfg, paths, chosen, opts)
   local e = qemu.escape
 
   add("-name", e(cfg.name))
-  local memory = virtiofsd.memory_backend(cfg, cfg.memory // MiB) -- shares map the guest's memory
+  local virtiofsd = #(cfg.shares or {}) > 0 and require "vmlua.qemu.virtiofsd"
+  local memory = virtiofsd and virtiofsd.memory_backend(cfg, cfg.memory // MiB) -- shares map the guest's memory
   add("-machine", machine_type(a, cfg, accel) .. (memory and ",memory-backend=mem" or ""))
   add("-accel", accel)
   add("-cpu", a.cpu[accel] or "max")
@@ -140,13 +139,13 @@ function qemu.command(cfg, paths, chosen, opts)
   local efi_boot = boot and boot.kind == "efi"
   for i, d in ipairs(cfg.disks) do
     local id = "disk" .. (i - 1)
-    local path, format = disks.drive(d, i, paths)
+    local path, format = require("vmlua.disks").drive(d, i, paths)
     add("-drive", string.format("if=none,id=%s,file=%s,format=%s%s", id, e(path), format,
       d.readonly and ",readonly=on" or ""))
     add("-device", "virtio-blk-pci,drive=" .. id .. (efi_boot and (",bootindex=" .. (i - 1)) or ""))
   end
   -- The cloud-init seed: read-only, after the VM's own disks (root stays /dev/vda).
-  local seed = cloudinit.seed_arg(cfg)
+  local seed = cfg.cloudinit and require("vmlua.cloudinit").seed_arg(cfg)
   if seed then
     add("-drive", "if=none,id=seed,file=" .. e(seed) .. ",format=raw,readonly=on")
     add("-device", "virtio-blk-pci,drive=seed")
@@ -166,7 +165,7 @@ function qemu.command(cfg, paths, chosen, opts)
     end
   end
 
-  virtiofsd.qemu_args(cfg, paths, add, e)
+  if virtiofsd then virtiofsd.qemu_args(cfg, paths, add, e) end
   if cfg.agent then require("vmlua.agent").qemu_args(paths, add, e) end -- qemu-guest-agent's port
 
   if opts and opts.incoming then add("-incoming", opts.incoming) end

@@ -8,9 +8,12 @@
 -- from callbacks, state events, errors) is written above it, and the prompt
 -- and the half-typed line are drawn again below it.
 local core = require "vmlua.core"
-local machine = require "vmlua.machine"
 local task = require "vmlua.task"
-require "vmlua.attach" -- vm:console()
+
+-- The VM module, which `vmlua -e` and the prompt load only when used.
+local function machine()
+  return require "vmlua.machine"
+end
 
 local repl = {
   depth = 3,            -- how deep tables are printed
@@ -116,6 +119,14 @@ local function fields(v)
   for _ = 1, 8 do
     if type(v) == "table" then add(v) end
     local mt = getmetatable(v)
+    local lazy = type(mt) == "table" and rawget(mt, "__lazy") -- fields loaded on first use (vmlua's)
+    if type(lazy) == "table" then
+      local t = v
+      for _, k in ipairs(lazy) do
+        local ok, value = pcall(function() return t[k] end)
+        if ok then add({ [k] = value }) end
+      end
+    end
     if type(mt) ~= "table" or type(rawget(mt, "__index")) ~= "table" then break end
     v = rawget(mt, "__index")
   end
@@ -127,8 +138,8 @@ end
 -- the prefix asks for them.
 local function vm_fields(vm)
   local out = {}
-  for _, name in ipairs(machine.FIELDS) do out[#out + 1] = { name, vm[name] } end
-  for name, value in pairs(machine.VM) do
+  for _, name in ipairs(machine().FIELDS) do out[#out + 1] = { name, vm[name] } end
+  for name, value in pairs(machine().class()) do
     if type(value) == "function" and not name:find("^__") then out[#out + 1] = { name, value } end
   end
   return out
@@ -174,7 +185,8 @@ function repl.complete(env, word, before)
     if path == "" or not path:match("^[%a_][%w_.]*$") or path:find("%.%.") then return {} end
     local v = lookup(env, path)
     if v == nil then return {} end
-    candidates = getmetatable(v) == machine.VM and vm_fields(v) or fields(v)
+    local m = package.loaded["vmlua.machine"] -- a VM exists only once it is loaded
+    candidates = m and getmetatable(v) == m.VM and vm_fields(v) or fields(v)
   else
     prefix = word
     if not word:match("^[%a_]?[%w_]*$") then return {} end
@@ -314,20 +326,22 @@ end
 
 -- Stops the VMs still running, gracefully, and says so.
 local function stop_vms(session)
+  if not package.loaded["vmlua.machine"] then return end -- no VM was ever defined
+  local live = machine().live
   local vms = {}
-  for vm in pairs(machine.live) do vms[#vms + 1] = vm end
+  for vm in pairs(live) do vms[#vms + 1] = vm end
   if #vms == 0 then return end
   table.sort(vms, function(a, b) return a.name < b.name end)
   local outcome = {}
   for _, vm in ipairs(vms) do
     say("stopping ", tostring(vm), " (Ctrl-C forces it off)")
     task.spawn(function()
-      local ok, how = pcall(machine.stop, vm, session.force)
+      local ok, how = pcall(machine().stop, vm, session.force)
       outcome[vm] = ok and ("vm " .. vm.name .. (how == "forced" and " forced off" or " stopped"))
         or error_text(how)
     end)
   end
-  while next(machine.live) do core.run("once") end
+  while next(live) do core.run("once") end
   core.run("nowait") -- the state events of the last stop
   for _, vm in ipairs(vms) do say(outcome[vm] or ("vm " .. vm.name .. " " .. vm.state)) end
 end
@@ -414,7 +428,7 @@ function Session:on_interrupt(busy)
     if not self.force then
       self.force = true
       say("forcing the VMs off")
-      machine.stop_all(true)
+      if package.loaded["vmlua.machine"] then machine().stop_all(true) end
     end
   elseif busy then
     return -- the hook stopped the code that ran
@@ -446,7 +460,7 @@ end
 -- The globals of the prompt and of `vmlua -e`: vmlua (the module), help,
 -- and `locals`, over _G (new globals go to _G).
 function repl.environment(locals)
-  local vars = { vmlua = require "vmlua", help = require("vmlua.help").help }
+  local vars = { vmlua = require "vmlua", help = function(...) return require("vmlua.help").help(...) end }
   for k, v in pairs(locals or {}) do vars[k] = v end
   return setmetatable(vars, { __index = _G, __newindex = _G })
 end

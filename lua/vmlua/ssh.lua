@@ -6,7 +6,6 @@
 -- @module vmlua.ssh
 local core = require "vmlua.core"
 local errors = require "vmlua.errors"
-local exec = require "vmlua.exec"
 local fields = require "vmlua.fields"
 local runtime = require "vmlua.runtime"
 
@@ -101,7 +100,7 @@ function methods:ssh(command, opts)
   opts = machine.options(self, "ssh", opts, machine.TIMEOUT_ONLY)
   if machine.dry_run then return "", 0 end
   local target = target_of(self, "ssh")
-  local ok, out, status, err = pcall(exec.run, ssh.argv(target, command),
+  local ok, out, status, err = pcall(require("vmlua.exec").run, ssh.argv(target, command),
                                      { timeout = opts.timeout or machine.expect_timeout })
   if not ok then errors.raise(self:_failure("ssh: " .. tostring(out):gsub("^vmlua%.exec: ", "")), 2) end
   if status == 255 then
@@ -122,10 +121,10 @@ function methods:wait_ssh(opts)
   local deadline = core.now() + timeout
   local last = "sshd did not answer"
   while core.now() < deadline do
-    local answered = pcall(exec.wait_port, target.address, target.port,
+    local answered = pcall(require("vmlua.exec").wait_port, target.address, target.port,
                            { timeout = math.max(0.1, deadline - core.now()), banner = "^SSH%-" })
     if answered then
-      local ok, _, status, err = pcall(exec.run, ssh.argv(target, "true"),
+      local ok, _, status, err = pcall(require("vmlua.exec").run, ssh.argv(target, "true"),
                                        { timeout = math.max(1, deadline - core.now()) })
       if ok and status == 0 then return self end
       last = ok and (err:gsub("%s+$", "")) or "ssh timed out"

@@ -4,15 +4,17 @@
 --   FILE:LINE: FIELD: MESSAGE
 -- with FILE:LINE the line that made the object holding the field.
 local core = require "vmlua.core"
-local disks = require "vmlua.disks"
-local efi = require "vmlua.efi"
 local fields = require "vmlua.fields"
 local size = require "vmlua.size"
 local host = require "vmlua.host"
-local lan = require "vmlua.lan"
 local qemu = require "vmlua.qemu"
 local runtime = require "vmlua.runtime"
-local virtiofsd = require "vmlua.qemu.virtiofsd"
+
+-- What only some VMs use (disks, LANs, shares, UEFI, cloud-init) is loaded
+-- when a VM does: use "disks" is vmlua.disks.
+local function use(name)
+  return require("vmlua." .. name)
+end
 
 local validate = {}
 
@@ -121,7 +123,7 @@ function validate.vm(cfg)
       if p then err(boot.where, "boot.firmware", p) end
     end
   elseif boot.kind == "efi" then
-    efi.check(boot, cfg.arch, a and a.firmware_package,
+    use("efi").check(boot, cfg.arch, a and a.firmware_package,
       function(field, message) err(boot.where, field, "%s", message) end, file_problem)
   end
 
@@ -149,7 +151,7 @@ function validate.vm(cfg)
         elseif not made and not qcow2 and d.format == "qcow2" then
           err(d.where, string.format("disks[%d].format", i), "%s is not a qcow2 image", d.path)
         end
-        disks.check(d, i, function(f, message) err(d.where, f, "%s", message) end)
+        use("disks").check(d, i, function(f, message) err(d.where, f, "%s", message) end)
       end
     end
   end
@@ -158,7 +160,7 @@ function validate.vm(cfg)
   for i, n in ipairs(cfg.net) do
     if n.kind == "lan" then
       local first = lans[n.name]
-      local problem = lan.socket_problem(n.name) or lan.problem()
+      local problem = use("lan").socket_problem(n.name) or use("lan").problem()
       if first then
         err(n.where, string.format("net[%d]", i), "vm %s is already on LAN %s (net[%d], %s)", cfg.name, n.name,
           first, fields.location(cfg.net[first].where))
@@ -210,12 +212,13 @@ function validate.vm(cfg)
     else
       tags[sh.tag] = i
     end
-    local problem = i == 1 and virtiofsd.problem()
+    local problem = i == 1 and use("qemu.virtiofsd").problem()
     if problem then share_err("host", "%s", problem) end
   end
 
   -- The seed is built at start (never by vmlua plan), with tools this host must have.
-  local seed_field, seed_problem = require("vmlua.cloudinit").problem(cfg)
+  local seed_field, seed_problem
+  if cfg.cloudinit then seed_field, seed_problem = use("cloudinit").problem(cfg) end
   if seed_field then
     err(seed_field == "cloudinit" and cfg.cloudinit.where or w, seed_field, "%s", seed_problem)
   end

@@ -26,7 +26,7 @@ describe("completion of a VM", function()
 
   it("offers the methods after vm:, without a leading _", function()
     local expected = {}
-    for name, v in pairs(machine.VM) do
+    for name, v in pairs(machine.class()) do
       if type(v) == "function" and name:sub(1, 1) == "s" then expected[#expected + 1] = "vm:" .. name .. "(" end
     end
     table.sort(expected)

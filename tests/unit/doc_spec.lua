@@ -7,7 +7,7 @@ local vmlua = require "vmlua"
 
 local function public_methods()
   local names = {}
-  for name, v in pairs(machine.VM) do
+  for name, v in pairs(machine.class()) do
     if type(v) == "function" and name:sub(1, 1) ~= "_" then names[#names + 1] = name end
   end
   table.sort(names)

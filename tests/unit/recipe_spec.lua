@@ -295,3 +295,90 @@ return vmlua.recipe { description = %q, define = function() return vmlua.vm { na
     assert.are.same({ "cloud", "debian", "microvm" }, builtin)
   end)
 end)
+
+describe("vmlua recipes", function()
+  local dir
+  local BIN = assert(require("vmlua.core").realpath(os.getenv("VMLUA_BIN") or "build/bin/vmlua"))
+
+  -- Runs `vmlua recipes ARGS...` in an empty directory with VMLUA_PATH=dir/team; its output and exit status.
+  local function recipes(...)
+    local words = { "cd", helpers.shell_quote(dir .. "/cwd"), "&&", "env",
+                    helpers.shell_quote("VMLUA_PATH=" .. dir .. "/team"),
+                    helpers.shell_quote("XDG_CONFIG_HOME=" .. dir .. "/none"), helpers.shell_quote(BIN), "recipes" }
+    for _, a in ipairs { ... } do words[#words + 1] = helpers.shell_quote(a) end
+    local p = assert(io.popen(table.concat(words, " ") .. " 2>&1"))
+    local out = p:read("a")
+    local _, _, code = p:close()
+    return out, code
+  end
+
+  before_each(function()
+    dir = helpers.tmpdir()
+    assert(os.execute("mkdir -p " .. helpers.shell_quote(dir .. "/team") .. " " .. helpers.shell_quote(dir .. "/cwd")))
+    helpers.write(dir .. "/team/good.lua", [[
+local vmlua = require "vmlua"
+return vmlua.recipe {
+  description = "a well-behaved recipe\nwith more text",
+  params = { cpus = { type = "integer", default = 2, description = "vCPUs" } },
+  define = function(p) return vmlua.vm { name = "good", cpus = p.cpus } end,
+}
+]])
+    helpers.write(dir .. "/team/better.lua", [[
+local good = require "good"
+return good:extend { description = "good, extended", params = { cpus = { default = 3 } } }
+]])
+    -- listing runs a recipe's top level: these try to get out while they are listed
+    helpers.write(dir .. "/team/runs.lua", string.format([[
+local vmlua = require "vmlua"
+os.execute("touch %s")
+return vmlua.recipe { description = "runs a command", define = function() end }
+]], dir .. "/ran"))
+    helpers.write(dir .. "/team/writes.lua", string.format([[
+local vmlua = require "vmlua"
+local f = io.open(%q, "w")
+if f then f:write("written by a recipe being listed") f:close() end
+return vmlua.recipe { description = "writes a file outside its directory", define = function() end }
+]], dir .. "/written"))
+  end)
+  after_each(function() helpers.rmtree(dir) end)
+
+  local function exists(file)
+    local f = io.open(file)
+    if f then f:close() end
+    return f ~= nil
+  end
+
+  it("reads a team's recipes in the sandbox: a refused one is listed as such, and nothing of it runs", function()
+    local out, code = recipes()
+    assert.are.equal(0, code, out)
+    assert.is_false(exists(dir .. "/ran"), "listing ran the recipe's os.execute")
+    assert.is_false(exists(dir .. "/written"), "listing let the recipe write outside its directory")
+    local quoted = dir:gsub("%p", "%%%0")
+    assert.matches("\nruns  refused by the sandbox: a sandboxed recipe runs no host commands %(" .. quoted
+      .. "/team/runs%.lua:2: os%.execute%)\n    " .. quoted .. "/team/runs%.lua %(VMLUA_PATH%)\n", "\n" .. out)
+    assert.matches("\nwrites  refused by the sandbox: mode w; [^\n]*%(" .. quoted
+      .. "/team/writes%.lua:2: io%.open%)\n", "\n" .. out)
+    -- a well-behaved one lists with its parameters, and one built on it with its own defaults
+    assert.matches("\ngood  a well%-behaved recipe\n    " .. quoted .. "/team/good%.lua %(VMLUA_PATH%)\n"
+      .. "    cpus=INTEGER%(2%) name=STRING\n", "\n" .. out)
+    assert.matches("\nbetter  good, extended\n[^\n]*\n    cpus=INTEGER%(3%) name=STRING\n", "\n" .. out)
+    -- vmlua's own recipes stay trusted (debian requires vmlua.runtime, which the sandbox would not give)
+    assert.matches("\ndebian  The Debian 12 guest[^\n]*\n[^\n]*%(built%-in%)\n    cpus=INTEGER", "\n" .. out)
+  end)
+
+  it("says why in --json, next to the error", function()
+    local out, code = recipes("--json")
+    assert.are.equal(0, code, out)
+    assert.is_false(exists(dir .. "/ran"))
+    local by = {}
+    for _, r in ipairs(require("vmlua.core").json_decode(out)) do by[r.name] = r end
+    assert.matches("^refused by the sandbox: a sandboxed recipe runs no host commands", by.runs.refused)
+    assert.matches("runs%.lua:2: os%.execute: refused by the sandbox", by.runs.error)
+    assert.is_nil(by.runs.params)
+    assert.is_nil(by.good.refused)
+    assert.are.equal("cpus", by.good.params[1].name)
+    assert.are.equal(2, by.good.params[1].default)
+    assert.are.equal("good", by.better.extends)
+    assert.is_truthy(by.microvm.params)
+  end)
+end)

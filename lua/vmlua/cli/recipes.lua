@@ -13,7 +13,10 @@ recipes.HELP = {
 usage: vmlua recipes [--json]
 List the recipes on the recipe path: name, where it was found, its
 description and parameters. A name found twice is used from the first
-place; the later ones are listed as shadowed.
+place; the later ones are listed as shadowed. A recipe from VMLUA_PATH,
+the config directory or the current directory is read in the sandbox
+(see vmlua --sandbox); one that does what the sandbox refuses is listed
+as refused, and nothing of it runs outside.
 The path: VMLUA_PATH (';'-separated directories or ?-templates),
 $XDG_CONFIG_HOME/vmlua/recipes, the current directory, then vmlua's own
 recipes and rocks (modules vmlua.recipes.NAME on package.path).]],
@@ -62,6 +65,29 @@ function recipes.instantiate(r, words, found)
   return recipe.instantiate(r, given, { source = "command line", text = true })
 end
 
+-- Where vmlua's own recipes come from, and rocks that install a module
+-- vmlua.recipes.NAME: code installed like any Lua module, trusted. The
+-- rest (VMLUA_PATH, the config directory, the script's) is someone's file.
+local TRUSTED = { ["built-in"] = true, ["package.path"] = true }
+
+-- The recipe a listing describes: a trusted one as require loads it (a
+-- shadowed one from its own file); any other from its file, in the
+-- sandbox, since listing runs its top level.
+local function load_listed(found)
+  if not TRUSTED[found.origin] then return recipe.load(found.file, { sandbox = true }) end
+  if found.shadowed_by then return recipe.load(found.file) end
+  return require(found.module)
+end
+
+-- "FILE:LINE: WHAT: refused by the sandbox: WHY" -> "refused by the sandbox: WHY (FILE:LINE: WHAT)",
+-- or nil for an error that is not the sandbox's.
+local function refusal(message)
+  local before, verb, why = message:match("^(.-):?%s*(%a+) by the sandbox:%s*(.*)$")
+  if not (verb == "refused" or verb == "stopped") then return nil end
+  why = why:gsub("%s*\n%s*", "; ")
+  return string.format("%s by the sandbox: %s%s", verb, why, before ~= "" and (" (" .. before .. ")") or "")
+end
+
 -- vmlua recipes [--json]
 local function list(args)
   local json = false
@@ -80,16 +106,13 @@ local function list(args)
   for _, found in ipairs(path.list()) do
     local item = { name = found.name, file = found.file, origin = found.origin, module = found.module,
                    shadowed = found.shadowed_by ~= nil, shadowed_by = found.shadowed_by }
-    -- the winner as require loads it; a shadowed one from its own file
-    local ok, r = pcall(function()
-      if found.shadowed_by then return recipe.load(found.file) end
-      return require(found.module)
-    end)
+    local ok, r = pcall(load_listed, found)
     if ok and recipe.is(r) then
       local d = recipe.describe(r)
       item.description, item.summary, item.params, item.extends = d.description, recipe.summary(r), d.params, d.extends
     else
       item.error = ok and (found.file .. ": not a recipe") or tostring(r)
+      item.refused = not ok and refusal(item.error) or nil
     end
     out[#out + 1] = item
   end
@@ -106,7 +129,8 @@ local function list(args)
   for _, item in ipairs(out) do
     local where = string.format("%s (%s)", item.file, item.origin)
     if item.shadowed then where = where .. ", shadowed by " .. item.shadowed_by end
-    io.stdout:write(item.name, "  ", item.summary or ("error: " .. (item.error or "?")), "\n    ", where, "\n")
+    local summary = item.summary or item.refused or ("error: " .. (item.error or "?"))
+    io.stdout:write(item.name, "  ", summary, "\n    ", where, "\n")
     if item.params then
       local names = {}
       for _, p in ipairs(item.params) do

@@ -49,7 +49,8 @@ function path.entries()
   local config = env("XDG_CONFIG_HOME") or ((env("HOME") or "") .. "/.config")
   add(dir_templates(config .. "/vmlua/recipes"), "config")
   add(dir_templates(path.script_dir or lfs.currentdir()), "script directory")
-  local own = require("vmlua.help").module_dir()
+  local own = package.searchpath("vmlua", package.path) -- vmlua/init.lua: vmlua's own modules are beside it
+  own = own and own:match("^(.*)/init%.lua$")
   own = own and absolute(own)
   for t in package.path:gmatch("[^;]+") do
     local template = absolute(t:gsub("%?", "vmlua/recipes/?"))

@@ -78,7 +78,7 @@ local function vm_proxy(box, vm)
     __index = function(_, k)
       if VM_METHODS[k] then return to_sandbox(box, machine.VM[k], {}) end
       if VM_FIELDS[k] then return to_sandbox(box, vm[k], {}) end
-      if type(k) == "string" and type(machine.VM[k]) == "function" then
+      if type(k) == "string" and type(machine.class()[k]) == "function" then
         return membrane.refuse("vm:" .. k, "a sandboxed recipe defines VMs and does not drive them; vmlua "
           .. "--sandbox starts what it defines once checked")
       end
