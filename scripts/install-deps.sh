@@ -17,6 +17,7 @@ packages=(
   debootstrap openssh-client             # the Debian guest (scripts/build-debian.sh), vm:ssh
   xorriso                                # cloud-init seeds (vmlua.cloudinit)
   vde-switch                             # private networks between VMs (vmlua.lan)
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev # the libvirt backend; its specs' private libvirtd
   valgrind                               # memory checks in CI
 )
 
