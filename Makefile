@@ -10,13 +10,14 @@ ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
 CC ?= cc
 PKGS := lua5.4 libuv jansson libedit
 CFLAGS ?= -O2 -g
-# libcurl and libcrypto: their headers only; src/download.c and src/sha256.c
-# open the libraries at first use
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS) libcurl libcrypto) $(CFLAGS)
+# libcurl, libcrypto and libvirt: their headers only; src/download.c,
+# src/sha256.c and src/libvirt.c open the libraries at first use
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-config --cflags $(PKGS) libcurl libcrypto libvirt libvirt-qemu) $(CFLAGS)
 LDLIBS := $(shell pkg-config --libs $(PKGS))
 MODLIBS := $(shell pkg-config --libs libuv jansson libedit)
 
-CORE := core loop handle host fs json timer process stream signal caller terminal editline interrupt lock guard memlimit download sha256
+VIRT := libvirt libvirt_conn libvirt_domain libvirt_events libvirt_stream
+CORE := core loop handle host fs json timer process stream signal caller terminal editline interrupt lock guard memlimit download sha256 $(VIRT)
 BUILD ?= build
 CORE_OBJ := $(CORE:%=$(BUILD)/obj/%.o)
 BIN := $(BUILD)/bin/vmlua
@@ -33,6 +34,8 @@ compile: $(BIN) $(MODULE)
 
 $(BUILD)/obj/%.o: src/%.c src/core.h | $(BUILD)/obj
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(VIRT:%=$(BUILD)/obj/%.o): src/libvirt.h
 
 $(BIN): $(BUILD)/obj/main.o $(CORE_OBJ)
 	@mkdir -p $(@D)

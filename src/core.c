@@ -20,5 +20,6 @@ int luaopen_vmlua_core(lua_State *L) {
   vmlua_open_memlimit(L);
   vmlua_open_download(L);
   vmlua_open_sha256(L);
+  vmlua_open_libvirt(L);
   return 1;
 }

@@ -26,6 +26,7 @@ void vmlua_open_guard(lua_State *L);
 void vmlua_open_memlimit(lua_State *L);
 void vmlua_open_download(lua_State *L);
 void vmlua_open_sha256(lua_State *L);
+void vmlua_open_libvirt(lua_State *L);
 
 /* loop.c */
 uv_loop_t *vmlua_loop(void);
