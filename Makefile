@@ -16,7 +16,7 @@ ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC $(shell pkg-con
 LDLIBS := $(shell pkg-config --libs $(PKGS))
 MODLIBS := $(shell pkg-config --libs libuv jansson libedit)
 
-VIRT := libvirt libvirt_conn libvirt_domain libvirt_events libvirt_stream
+VIRT := libvirt libvirt_conn libvirt_domain libvirt_events libvirt_stream libvirt_storage
 CORE := core loop handle host fs json timer process stream signal caller terminal editline interrupt lock guard memlimit download sha256 $(VIRT)
 BUILD ?= build
 CORE_OBJ := $(CORE:%=$(BUILD)/obj/%.o)

@@ -18,6 +18,7 @@ packages=(
   xorriso                                # cloud-init seeds (vmlua.cloudinit)
   vde-switch                             # private networks between VMs (vmlua.lan)
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev # the libvirt backend; its specs' private libvirtd
+  openssh-server                         # the remote libvirt specs' private sshd (tests/support/sshd.lua)
   valgrind                               # memory checks in CI
 )
 

@@ -48,6 +48,13 @@ const char *virt_open(lua_State *L) {
     SYM(lib, virStreamEventRemoveCallback); SYM(lib, virEventRegisterDefaultImpl);
     SYM(lib, virEventRunDefaultImpl); SYM(lib, virEventAddTimeout); SYM(lib, virEventRemoveTimeout);
     SYM(lib, virGetLastErrorMessage); SYM(lib, virSetErrorFunc);
+    SYM(lib, virStreamFinish); SYM(lib, virStreamSparseSendAll); SYM(lib, virStoragePoolLookupByName);
+    SYM(lib, virStoragePoolCreateXML); SYM(lib, virStoragePoolDestroy); SYM(lib, virStoragePoolRef);
+    SYM(lib, virStoragePoolFree); SYM(lib, virStoragePoolGetName); SYM(lib, virStoragePoolGetConnect);
+    SYM(lib, virStoragePoolListAllVolumes); SYM(lib, virStorageVolLookupByName);
+    SYM(lib, virStorageVolCreateXML); SYM(lib, virStorageVolUpload); SYM(lib, virStorageVolDelete);
+    SYM(lib, virStorageVolGetName); SYM(lib, virStorageVolGetPath); SYM(lib, virStorageVolGetInfo);
+    SYM(lib, virStorageVolFree);
     SYM(qemu, virDomainQemuMonitorCommand); SYM(qemu, virConnectDomainQemuMonitorEventRegister);
     SYM(qemu, virConnectDomainQemuMonitorEventDeregister);
 #undef SYM
@@ -166,4 +173,5 @@ void vmlua_open_libvirt(lua_State *L) {
   virt_open_conn(L);
   virt_open_domain(L);
   virt_open_console(L);
+  virt_open_storage(L);
 }

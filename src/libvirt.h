@@ -51,6 +51,24 @@ extern struct virt_api {
   VIRT_FN(virEventRemoveTimeout);
   VIRT_FN(virGetLastErrorMessage);
   VIRT_FN(virSetErrorFunc);
+  VIRT_FN(virStreamFinish);
+  VIRT_FN(virStreamSparseSendAll);
+  VIRT_FN(virStoragePoolLookupByName);
+  VIRT_FN(virStoragePoolCreateXML);
+  VIRT_FN(virStoragePoolDestroy);
+  VIRT_FN(virStoragePoolRef);
+  VIRT_FN(virStoragePoolFree);
+  VIRT_FN(virStoragePoolGetName);
+  VIRT_FN(virStoragePoolGetConnect);
+  VIRT_FN(virStoragePoolListAllVolumes);
+  VIRT_FN(virStorageVolLookupByName);
+  VIRT_FN(virStorageVolCreateXML);
+  VIRT_FN(virStorageVolUpload);
+  VIRT_FN(virStorageVolDelete);
+  VIRT_FN(virStorageVolGetName);
+  VIRT_FN(virStorageVolGetPath);
+  VIRT_FN(virStorageVolGetInfo);
+  VIRT_FN(virStorageVolFree);
   /* libvirt-qemu */
   VIRT_FN(virDomainQemuMonitorCommand);
   VIRT_FN(virConnectDomainQemuMonitorEventRegister);
@@ -103,6 +121,8 @@ void virt_job_inline(virt_job *j);
 
 /* libvirt_conn.c: connections, and core.virt_connect */
 void virt_open_conn(lua_State *L);
+/* The open connection at idx (raises when it is not one, or closed). */
+virConnectPtr virt_check_conn(lua_State *L, int idx);
 
 /* libvirt_domain.c */
 /* Pushes a new domain userdata for dom (which it takes over). */
@@ -161,5 +181,11 @@ const char *virt_detail_name(int event, int detail);
 /* libvirt_stream.c */
 void virt_open_console(lua_State *L);
 int virt_domain_console(lua_State *L);
+
+/* libvirt_storage.c: pools, volumes, uploads; conn:pool and
+ * conn:create_pool are connection methods */
+int virt_conn_pool(lua_State *L);
+int virt_conn_create_pool(lua_State *L);
+void virt_open_storage(lua_State *L);
 
 #endif

@@ -30,6 +30,12 @@ static conn_ud *check_open(lua_State *L) {
   return u;
 }
 
+virConnectPtr virt_check_conn(lua_State *L, int idx) {
+  conn_ud *u = luaL_checkudata(L, idx, CONN);
+  if (u->conn == NULL) luaL_error(L, "the libvirt connection to %s is closed", u->uri);
+  return u->conn;
+}
+
 static const char *const close_reasons[] = {"error", "eof", "keepalive", "client"};
 
 static void deliver(lua_State *L, virt_target *t, virt_event *e) {
@@ -439,7 +445,8 @@ void virt_open_conn(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"create", c_create}, {"lookup", c_lookup}, {"domains", c_domains},
       {"free_memory", c_free_memory}, {"restore", c_restore}, {"on_lifecycle", c_on_lifecycle},
-      {"on_monitor_event", c_on_monitor_event}, {"on_close", c_on_close}, {"close", c_close}, {"uri", c_uri}, {NULL, NULL}};
+      {"on_monitor_event", c_on_monitor_event}, {"on_close", c_on_close}, {"close", c_close}, {"uri", c_uri},
+      {"pool", virt_conn_pool}, {"create_pool", virt_conn_create_pool}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
       {"__gc", c_gc}, {"__close", c_close_meta}, {"__tostring", c_tostring}, {NULL, NULL}};
   vmlua_new_class(L, CONN, methods, meta);

@@ -34,6 +34,8 @@ Run FILE, a VM definition or script; with no FILE, start an interactive prompt.
   --sandbox run FILE, someone else's recipe, in a sandbox: no commands, reads
             only under its directory and vmlua's cache, its VMs' files too
             (vmlua plan --sandbox FILE: review what it would start)
+  --connect URI  libvirt at URI runs the VMs (qemu:///system, or
+            qemu+libssh://user@host/system for another host); see vmlua(1)
   --allow DIR            let the sandboxed FILE (and its VMs) use DIR as well
   --cpu-limit S          its Lua code's CPU time (default 1 s per run)
   --memory-limit SIZE    the memory its Lua code may take (default 64M)
@@ -367,10 +369,22 @@ end
 function cli.main(argv)
   task.report = report
   announce_stops()
-  if argv[1] == "-q" and (argv[2] == "plan" or argv[2] == "run" or argv[2] == "recipes"
-                          or INSTANCE_COMMANDS[argv[2]]) then
-    notice.quiet = true -- vmlua -q COMMAND ...
-    table.remove(argv, 1)
+  -- vmlua [-q] [--connect URI] ... COMMAND|FILE: libvirt at URI runs every VM of the run
+  while argv[1] == "--connect" or (argv[1] == "-q" and (argv[2] == "plan" or argv[2] == "run"
+                                   or argv[2] == "recipes" or argv[2] == "--connect" or INSTANCE_COMMANDS[argv[2]])) do
+    if argv[1] == "-q" then
+      notice.quiet = true -- vmlua -q COMMAND ...
+      table.remove(argv, 1)
+    else
+      local uri = argv[2]
+      if not uri or not uri:match("^[%a][%w+.-]*://") then
+        report("--connect needs a libvirt URI, such as qemu:///system or qemu+libssh://user@host/system\n" .. USAGE)
+        return 2
+      end
+      require("vmlua.config").connect = uri
+      table.remove(argv, 1)
+      table.remove(argv, 1)
+    end
   end
   if argv[1] == "plan" then return plan_command(argv) end
   if argv[1] == "keeper" then return require("vmlua.instance.keeper").main(argv[2]) end

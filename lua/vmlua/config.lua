@@ -17,6 +17,10 @@
 --     agent = false (true: a virtio-serial port for the QEMU guest agent, see agent.lua),
 --     cloudinit = { kind="cloudinit", user_data=, meta_data=, network_config=,
 --                   seed= (its ISO, set at start), where= } | nil,
+--     backend = { kind="libvirt", uri=, pool=|nil, by="backend"|"VMLUA_BACKEND"|"--connect", where= }
+--             | { kind="libvirt", hosts={ {name=, uri=, pool=}, ... }, named=|nil, by="backend", where=,
+--                 uri=, pool=, host= (set at each start by the placement, libvirt/hosts.lua) }
+--             | nil (QEMU, run by vmlua),
 --     where = { source=, short=, line= } }
 --
 -- Defaults: name = the defining file's basename, arch = the host's, cpus = 1,
@@ -296,6 +300,22 @@ config.lan = fields.entry(function(where, spec)
   return object("lan", where, { name = name })
 end)
 
+-- vmlua.libvirt { uri = "qemu+ssh://user@host/system", pool = "default" }:
+-- the backend that runs the VM (backend/libvirt.lua).
+config.libvirt = fields.entry(function(where, spec)
+  spec = spec == nil and {} or spec
+  spec_table(spec, where, "libvirt", '{ uri = "qemu:///system" }')
+  fields.check(spec, { "uri", "pool" }, where, "vmlua.libvirt")
+  return object("libvirt", where, require("vmlua.libvirt.uri").spec(where, spec))
+end)
+
+-- vmlua.hosts { rack1 = vmlua.libvirt{...}, rack2 = vmlua.libvirt{...} }: as a VM's
+-- backend, each new VM goes to the host with the most free memory, or to
+-- the one hosts:on("rack1") names (libvirt/hosts.lua).
+config.hosts = fields.entry(function(where, spec)
+  return object("hosts", where, require("vmlua.libvirt.hosts").spec(where, spec))
+end)
+
 -- qemu = { "-device", "..." }: arguments appended to QEMU's, as given.
 local function qemu_field(where, v)
   if v == nil then return {} end
@@ -425,7 +445,7 @@ local function default_name(where)
 end
 
 local VM_FIELDS = { "name", "arch", "accel", "cpus", "memory", "boot", "disks", "net", "console", "ssh",
-                    "shares", "reboot", "qemu", "cloudinit", "agent" }
+                    "shares", "reboot", "qemu", "cloudinit", "agent", "backend" }
 
 config.accels = { "kvm", "hvf", "tcg" }
 
@@ -454,6 +474,27 @@ local function accel_field(where, v)
     return env, "VMLUA_ACCEL"
   end
   return v, v and "accel" or nil
+end
+
+-- backend: vmlua.libvirt{} or nil (QEMU). For a run, --connect URI (the
+-- CLI sets config.connect) or VMLUA_BACKEND ("qemu", "libvirt", or a
+-- libvirt URI) overrides it, as VMLUA_ACCEL does accel.
+config.connect = nil
+local function backend_field(where, v)
+  if v ~= nil and not config.is(v, "libvirt") and not config.is(v, "hosts") then
+    fail(where, "backend", 'expected vmlua.libvirt{ uri = ... } or vmlua.hosts{ ... }, or nil for QEMU, got %s',
+      describe(v))
+  end
+  local env = os.getenv("VMLUA_BACKEND")
+  if config.is(v, "hosts") then -- placed as it starts; --connect URI or VMLUA_BACKEND=URI|qemu override it
+    if not config.connect and (env == nil or env == "" or env == "libvirt") then
+      return object("libvirt", where, { hosts = v.hosts, named = v.named, by = "backend" })
+    end
+    v = nil
+  end
+  if v == nil and not config.connect and (env == nil or env == "") then return nil end
+  local chosen = require("vmlua.libvirt.uri").choose(where, v, config.connect, env)
+  return chosen and object("libvirt", where, chosen)
 end
 
 local function where_of(level)
@@ -535,6 +576,7 @@ function config.vm(spec, level)
     agent = bool_field(where, "agent", spec.agent, false),
     qemu = qemu_field(where, spec.qemu),
     cloudinit = cloudinit_field(where, spec.cloudinit),
+    backend = backend_field(where, spec.backend),
     ssh = require("vmlua.ssh").field(where, spec.ssh, { name = name, cloudinit = spec.cloudinit ~= nil }),
     where = where,
   }

@@ -78,6 +78,18 @@ local vmlua = {
   -- @tparam table spec `user_data` (a "#cloud-config" text, or a table written as JSON), `meta_data` (a table;
   -- `instance-id` and `local-hostname` are filled in), `network_config` (a text, or a table)
   cloudinit = lazy("vmlua.config", "cloudinit"),
+  --- The libvirt backend: libvirt runs the VM, on this host or another (`backend = vmlua.libvirt{...}` in
+  -- `vmlua.vm{}`); the same life cycle, events, console and errors as QEMU run by vmlua.
+  -- @function libvirt
+  -- @tparam[opt] table spec `uri` (default "qemu:///system"; "qemu+ssh://user@host/system" for another host),
+  -- `pool` (the host's storage pool for uploaded files)
+  libvirt = lazy("vmlua.config", "libvirt"),
+  --- libvirt hosts to place VMs on (`backend = vmlua.hosts{...}` in `vmlua.vm{}`): each new VM goes to
+  -- the host with the most free memory; `hosts:on("rack1")` names one.
+  -- @function hosts
+  -- @tparam table spec hosts named by key, `{ rack1 = vmlua.libvirt{ uri = ... }, ... }`, or a list of
+  -- vmlua.libvirt{} (named by their URI's host)
+  hosts = lazy("vmlua.config", "hosts"),
   --- The serial console: logged to a file, or shown on the terminal ("stdio").
   -- @function console
   -- @tparam table|string spec `{ log = PATH }`, or "stdio"

@@ -146,6 +146,26 @@ function plan.text(cfg)
   else
     say("  console   log %s (in the runtime directory)", paths.log)
   end
+  local b = cfg.backend
+  if b then -- libvirt runs it: its domain, and what a remote host would be sent
+    if b.hosts and not b.uri then
+      say("  backend   libvirt, placed as it starts on %s", use("libvirt.hosts").describe(b))
+    else
+      say("  backend   libvirt %s%s (%s)", b.uri, b.pool and (", pool " .. b.pool) or "", b.by or "backend")
+    end
+    local libvirt_uri = use "libvirt.uri"
+    if b.uri and not libvirt_uri.is_local(b.uri) then
+      for _, item in ipairs(use("libvirt.upload").items(cfg, paths)) do
+        say("  upload    %s: %s (%s)", item.field, item.path, item.kind == "content" and "by content, once"
+          or item.kind == "overlay" and "an overlay made on the host at each start" or "once, then the host's copy")
+      end
+    end
+    local xml, problem = use("libvirt.domain").xml(cfg, { paths = paths })
+    say("  domain    %s", xml and "(libvirt's XML; on a remote host its paths are the uploaded copies)"
+      or problem)
+    if xml then out[#out + 1] = (xml:gsub("\n$", ""):gsub("([^\n]+)", "    %1")) end
+    return table.concat(out, "\n")
+  end
   local cmd = command(cfg)
   if cmd then
     say("  command   (quoted for reading only: vmlua runs this argv itself, without a shell)%s",
@@ -257,6 +277,11 @@ function plan.describe(cfg)
     runtime = paths.dir,
     file = cmd and cmd.file or core.null,
     argv = cmd and cmd.args or EMPTY,
+    backend = cfg.backend and { kind = "libvirt", uri = cfg.backend.uri or core.null,
+                                pool = cfg.backend.pool or core.null, hosts = cfg.backend.hosts,
+                                by = cfg.backend.by or "backend",
+                                domain = use("libvirt.domain").xml(cfg, { paths = paths }) or core.null }
+      or { kind = "qemu" },
   }
 end
 

@@ -126,6 +126,10 @@ function methods:save(path, opts)
   if self.state ~= "running" and self.state ~= "paused" then
     errors.raise(self:_failure("cannot save: it is " .. self.state), 2)
   end
+  if self.config.backend then
+    errors.raise(string.format("vm %s: cannot save: snapshots are made by the QEMU backend; libvirt (%s) runs it",
+                               self.name, self.config.backend.uri), 2)
+  end
   path = absolute(path)
   local dir, base = path:match("^(.*)/([^/]+)$")
   if core.stat(path) then
@@ -226,6 +230,7 @@ function methods:restore(path)
   local function refuse(why)
     errors.raise(string.format("vm %s: cannot restore %s: %s", self.name, path, why), 3)
   end
+  if self.config.backend then refuse("snapshots are restored by the QEMU backend; libvirt runs this VM") end
   local snap, err = snapshot.read(path)
   if not snap then refuse(err) end
   local accel = qemu.accel(self.config) or self.config.accel

@@ -240,6 +240,12 @@ function validate.vm(cfg)
     end
   end
 
+  -- libvirt runs what its domain XML can say (libvirt/domain.lua)
+  if cfg.backend and cfg.backend.kind == "libvirt" then
+    local xml, problem = require("vmlua.libvirt.domain").xml(cfg)
+    if not xml then errs[#errs + 1] = problem end
+  end
+
   if #errs > 0 then return nil, errs[1], errs end
   return true
 end

@@ -22,6 +22,21 @@ function guest.debian()
   return dir
 end
 
+-- Whether libvirt runs the specs' VMs: tests/integration/libvirt_spec.lua
+-- sets guest.libvirt as it loads some spec files again (and
+-- config.connect before they run).
+guest.libvirt = false
+function guest.on_libvirt()
+  return guest.libvirt
+end
+
+-- How the backend words the end of a QEMU that vm.process:kill("KILL")
+-- ended (libvirt destroys the domain) or that was killed by its pid.
+function guest.killed_reason(by_pid)
+  if not guest.on_libvirt() then return "QEMU was killed by SIGKILL" end
+  return by_pid and "QEMU ended unexpectedly (libvirt: failed)" or "libvirt destroyed the domain (QEMU was killed)"
+end
+
 -- A private scratch directory, removed by guest.cleanup().
 local scratch = {}
 function guest.tmpdir()

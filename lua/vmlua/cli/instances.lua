@@ -10,7 +10,8 @@ local HELP = {
   ls = [[
 usage: vmlua ls [--json]
 List the VMs that run (whoever runs them) and the detached instances:
-name, state, arch, CPUs, memory, forwarded ports, QEMU's pid, uptime.]],
+name, state, host ("local", or the libvirt URI that runs it), arch, CPUs,
+memory, forwarded ports, QEMU's pid, uptime.]],
   start = [[
 usage: vmlua start NAME
 Start a stopped detached instance again, from its saved configuration.]],
@@ -54,11 +55,11 @@ local function ls(args)
     io.stdout:write(core.json_encode(list, true):gsub("^{}$", "[]"), "\n")
     return 0
   end
-  local rows = { { "NAME", "STATE", "ARCH", "CPUS", "MEMORY", "PORTS", "PID", "UPTIME" } }
+  local rows = { { "NAME", "STATE", "HOST", "ARCH", "CPUS", "MEMORY", "PORTS", "PID", "UPTIME" } }
   for _, s in ipairs(list) do
     local ports = table.concat(s.ports or {}, ",")
-    rows[#rows + 1] = { s.name, s.state or "?", s.arch or "?", tostring(math.tointeger(s.cpus) or "?"),
-      s.memory and size.format(s.memory) or "?", ports ~= "" and ports or "-",
+    rows[#rows + 1] = { s.name, s.state or "?", s.host or "local", s.arch or "?",
+      tostring(math.tointeger(s.cpus) or "?"), s.memory and size.format(s.memory) or "?", ports ~= "" and ports or "-",
       s.pid and tostring(math.tointeger(s.pid)) or "-", uptime(s.uptime) }
   end
   local widths = {}
@@ -97,7 +98,27 @@ local function parse(args, known)
   return name, opts
 end
 
+-- The status of a libvirt VM that no vmlua serves (store.keep_orphan), or nil.
+local function orphaned(name)
+  if store.running(name) then return nil end
+  local status = store.stopped(name)
+  return status and status.orphaned and status.host and status or nil
+end
+
+-- Stops an orphaned libvirt VM through libvirt, and records its end.
+local function stop_orphan(name, status, opts)
+  local outcome, err = require("vmlua.libvirt.orphan").stop(status.host, name, opts.force, opts.timeout or 15)
+  if not outcome then return fail(string.format("vm %s: cannot stop it on %s: %s", name, status.host, err)) end
+  status.state, status.orphaned, status.outcome = "stopped", nil, outcome
+  status.reason = outcome == "graceful" and "the guest powered off" or "forced off through libvirt"
+  runtime.write_file(store.paths(name).status, core.json_encode(status))
+  io.stderr:write(string.format("vmlua: vm %s stopped (%s): %s\n", name, outcome, status.reason))
+  return 0
+end
+
 local function stop(name, opts)
+  local orphan = orphaned(name)
+  if orphan then return stop_orphan(name, orphan, opts) end
   local vm = require("vmlua.instance.client").attach(name)
   local outcome = vm.remote and require("vmlua.machine").stop(vm, opts.force, opts.timeout)
   io.stderr:write(string.format("vmlua: vm %s stopped (%s): %s\n", name, outcome, tostring(vm.reason)))
@@ -127,6 +148,14 @@ local function rm(name, opts)
   local running = store.running(name)
   if running and not opts.force then
     return fail(string.format("vm %s is running; stop it first (vmlua stop %s), or use rm --force", name, name))
+  end
+  local orphan = not running and orphaned(name)
+  if orphan and (orphan.state == "running" or orphan.state == "paused") then
+    if not opts.force then
+      return fail(string.format("vm %s is running on %s; stop it first (vmlua stop %s), or use rm --force", name,
+                                orphan.host, name))
+    end
+    if stop_orphan(name, orphan, { force = true }) ~= 0 then return 1 end
   end
   if running then stop(name, { force = true }) end
   local paths = store.paths(name)

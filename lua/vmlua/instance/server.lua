@@ -41,7 +41,7 @@ function server.describe(vm, started)
     name = vm.name, state = vm.state, reason = vm.reason, arch = cfg.arch, cpus = cfg.cpus,
     memory = cfg.memory, ports = server.ports(cfg), accel = vm.accel,
     pid = vm.process and not ENDED[vm.state] and vm.process:pid() or nil, vmlua = core.getpid(),
-    started = started, detached = vm.detached or false,
+    started = started, detached = vm.detached or false, host = cfg.backend and cfg.backend.uri or nil,
     outcome = vm.state == "stopped" and ((not vm.forced and by_guest) and "graceful" or "forced") or nil,
   }
 end

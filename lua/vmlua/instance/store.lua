@@ -74,11 +74,46 @@ function store.running(name)
     return status
   elseif lock then
     local status = read_json(paths.status)
+    local cfg = read_json(paths.config)
     runtime.remove(paths, lock)
-    store.notice(string.format("vm %s: removed the files left by vmlua%s, which died while running it",
-      name, status and status.vmlua and (" pid " .. math.tointeger(status.vmlua)) or ""))
+    local by = status and status.vmlua and (" pid " .. math.tointeger(status.vmlua)) or ""
+    if cfg and cfg.backend and status and not ENDED[status.state] then
+      store.keep_orphan(name, cfg, status, by)
+    else
+      store.notice(string.format("vm %s: removed the files left by vmlua%s, which died while running it", name, by))
+    end
   end
   return nil
+end
+
+-- A VM run by libvirt whose vmlua died: its domain may run on, so it stays
+-- an instance (its state from libvirt, see store.stopped) that vmlua stop
+-- and rm reach through libvirt.
+function store.keep_orphan(name, cfg, status, by)
+  local paths = store.prepare(name)
+  if not paths then return end
+  runtime.write_file(paths.config, core.json_encode(cfg))
+  status.orphaned, status.host, status.pid, status.vmlua = true, cfg.backend.uri, nil, nil
+  runtime.write_file(paths.status, core.json_encode(status))
+  store.notice(string.format("vm %s: its vmlua%s died; libvirt may run it on (%s); vmlua stop %s stops it",
+    name, by, cfg.backend.uri, name))
+end
+
+-- An orphaned libvirt VM's status, from libvirt; one whose domain has ended
+-- is recorded as stopped.
+local function orphan_status(name, uri, status, paths)
+  local state, err, missing = require("vmlua.libvirt.orphan").state(uri, name)
+  if state == "running" or state == "paused" or state == "blocked" then
+    status.state = state == "blocked" and "running" or state
+    status.reason = "no vmlua serves it; libvirt runs it on " .. uri
+  elseif missing or state == "shutoff" then
+    status.state, status.orphaned, status.outcome = "stopped", nil, "forced"
+    status.reason = "its domain on " .. uri .. " has ended, with no vmlua to see how"
+    runtime.write_file(paths.status, core.json_encode(status))
+  else
+    status.state, status.reason = "unknown", "libvirt on " .. uri .. " does not answer: " .. tostring(err or state)
+  end
+  return status
 end
 
 -- Whether pid is alive and (where /proc tells) a vmlua keeper: a pid
@@ -103,6 +138,7 @@ function store.stopped(name)
     local cfg = read_json(paths.config) or {}
     status = { name = name, arch = cfg.arch, cpus = cfg.cpus, memory = cfg.memory, ports = {} }
   end
+  if status.orphaned and status.host then return orphan_status(name, status.host, status, paths) end
   local keeper = math.tointeger(status.vmlua)
   if not ENDED[status.state] and keeper and store.is_keeper(keeper) then
     -- it has let go of its runtime directory and is recording how it ended

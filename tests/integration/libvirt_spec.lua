@@ -1,0 +1,88 @@
+-- The life-cycle specs again, with every VM run by libvirt: a private
+-- libvirtd (tests/support/libvirtd.lua) and the busybox guests.
+local cli = require "support.cli"
+local config = require "vmlua.config"
+local core = require "vmlua.core"
+local guest = require "support.guest"
+local libvirtd = require "support.libvirtd"
+local task = require "vmlua.task"
+
+local usable, why = libvirtd.usable()
+
+describe("on the libvirt backend", function()
+  if not usable then
+    pending("libvirt specs: " .. tostring(why))
+    return
+  end
+  local daemon
+  setup(function()
+    daemon = libvirtd.start()
+    config.connect = daemon.uri
+  end)
+  teardown(function()
+    config.connect, guest.libvirt = nil, false
+    if daemon then daemon:stop() end
+  end)
+
+  describe("an instance", function()
+    after_each(guest.cleanup)
+
+    local function entry(name)
+      local code, out, err = cli.run({ "ls", "--json" }, 60)
+      assert.are.equal(0, code, err)
+      for _, e in ipairs(core.json_decode(out)) do
+        if e.name == name then return e end
+      end
+      return nil
+    end
+
+    it("that libvirt runs on after its vmlua is killed is listed truthfully, and stopped and removed", function()
+      local files = guest.files("x86_64")
+      local name = "lv-orphan-" .. core.getpid()
+      local script = cli.write(guest.tmpdir(), "orphan.lua", string.format([[
+local vmlua = require "vmlua"
+local vm = vmlua.vm { name = %q, memory = "256M", backend = vmlua.libvirt { uri = %q },
+  boot = vmlua.linux { kernel = %q, initrd = %q } }
+vm:start()
+vm:expect("vmlua# ")
+print("up") io.stdout:flush()
+vmlua.sleep(600)
+]], name, daemon.uri, files.kernel, files.initrd))
+      local h = cli.spawn { script }
+      h.until_(function() return h.out:find("up") end, 120)
+      local serving = entry(name)
+      assert.are.equal(daemon.uri, serving.host)
+      assert.are.equal(serving.pid, daemon:qemu_pids()[1])
+      h.process:kill("KILL")
+      h.wait(10)
+      local orphan = entry(name)
+      assert.are.equal("running", orphan.state, orphan.reason)
+      assert.are.equal(daemon.uri, orphan.host)
+      assert.matches("no vmlua serves it; libvirt runs it on", orphan.reason, 1, true)
+      assert.are.equal(1, #daemon:qemu_pids())
+      local code, out, err = cli.run({ "rm", name }, 60)
+      assert.are.equal(1, code, out)
+      assert.matches("is running on", err, 1, true)
+      code, out, err = cli.run({ "stop", name }, 60)
+      assert.are.equal(0, code, out .. err)
+      assert.matches("stopped (graceful)", err, 1, true)
+      assert.are.equal("stopped", entry(name).state)
+      local deadline = core.now() + 10
+      while #daemon:qemu_pids() > 0 and core.now() < deadline do task.sleep(0.2) end
+      assert.are.same({}, daemon:qemu_pids())
+      code, out, err = cli.run({ "rm", name }, 60)
+      assert.are.equal(0, code, out .. err)
+      assert.is_nil(entry(name))
+    end)
+  end)
+
+  local specs = { "lifecycle", "failures", "console", "network", "hangs" }
+  if os.getenv("LV_SPECS") then -- a few of them, for debugging
+    specs = {}
+    for name in os.getenv("LV_SPECS"):gmatch("%S+") do specs[#specs + 1] = name end
+  end
+  guest.libvirt = true
+  for _, spec in ipairs(specs) do
+    assert(loadfile("tests/integration/" .. spec .. "_spec.lua", "t", _ENV))()
+  end
+end)
