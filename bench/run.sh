@@ -3,8 +3,10 @@
 # prompt through vmlua against QEMU run directly, vmlua's footprint while
 # its guest idles, console throughput through vmlua against QEMU
 # writing the console to a file, restore from a snapshot against a cold
-# boot, and the Debian guest's boot to ssh with vmlua's footprint while it
-# idles. They print tables; they never fail on timing.
+# boot, the Debian guest's boot to ssh with vmlua's footprint while it
+# idles, and boot and stop through libvirt (vmlua's backend, virsh, QEMU
+# by hand; needs root, for a private libvirtd). They print tables; they
+# never fail on timing.
 set -eu
 cd "$(dirname "$0")/.."
 VMLUA=build/bin/vmlua
@@ -25,3 +27,6 @@ echo "== restore from a snapshot against a cold boot, to a shell that answers; t
 echo
 echo "== the Debian guest: boot to ssh through vmlua against QEMU run directly; vmlua while it idles"
 "$VMLUA" bench/debian.lua -n 3 -i 30
+echo
+echo "== through libvirt: boot to prompt and stop, vmlua's backend against virsh create and QEMU by hand"
+"$VMLUA" bench/libvirt.lua -n 5
