@@ -577,7 +577,8 @@ function config.vm(spec, level)
     qemu = qemu_field(where, spec.qemu),
     cloudinit = cloudinit_field(where, spec.cloudinit),
     backend = backend_field(where, spec.backend),
-    ssh = require("vmlua.ssh").field(where, spec.ssh, { name = name, cloudinit = spec.cloudinit ~= nil }),
+    ssh = spec.ssh ~= nil and require("vmlua.ssh").field(where, spec.ssh, { name = name,
+                                                                           cloudinit = spec.cloudinit ~= nil }) or nil,
     where = where,
   }
 end
