@@ -8,12 +8,7 @@ local vmlua = require "vmlua"
 local cli = require "support.cli"
 local guest = require "support.guest"
 
-local function read(path)
-  local f = assert(io.open(path))
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = require("vmlua.runtime").read_file
 
 describe("a cloud-init seed", function()
   local name

@@ -12,12 +12,7 @@ local function file_size(path)
   return n
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("vmlua.runtime").read_file
 
 describe("the console", function()
   local saved

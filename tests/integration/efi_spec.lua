@@ -14,12 +14,7 @@ local function efi_disk(arch)
   return path
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local data = f:read("a")
-  f:close()
-  return data
-end
+local read = require("vmlua.runtime").read_file
 
 local count = 0
 local names = {}

@@ -12,13 +12,7 @@ local pty = require "support.pty"
 local function exists(path) return core.stat(path) ~= nil end
 local function mode(path) return core.stat(path).mode & tonumber("777", 8) end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("vmlua.runtime").read_file
 
 -- A script that defines one x86_64 guest called `name`, starts it detached,
 -- waits for its shell, then runs `body`.

@@ -9,13 +9,7 @@ local vmlua = require "vmlua"
 local cli = require "support.cli"
 local guest = require "support.guest"
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = require("vmlua.runtime").read_file
 
 -- The pids of the vde_switch processes serving LAN `name`.
 local function switches(name)

@@ -7,32 +7,17 @@ local core = require "vmlua.core"
 local task = require "vmlua.task"
 local config = require "vmlua.config"
 local domain = require "vmlua.libvirt.domain"
+local helpers = require "support.helpers"
 local guest = require "support.guest"
 local libvirtd = require "support.libvirtd"
 
 local as_root = libvirtd.usable() and it or pending
 
--- The local addresses listening on TCP port `port` (from /proc/net/tcp).
-local function listeners(port)
-  local found = {}
-  for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
-    local f = io.open(file)
-    if f then
-      for line in f:lines() do
-        local addr, p, state = line:match("^%s*%d+: (%x+):(%x+) %x+:%x+ (%x+)")
-        if addr and tonumber(p, 16) == port and state == "0A" then found[#found + 1] = addr end
-      end
-      f:close()
-    end
-  end
-  return found
-end
-
 -- A TCP port nothing listens on now.
 local function free_port()
   while true do
     local port = math.random(20000, 40000)
-    if #listeners(port) == 0 then return port end
+    if #helpers.listeners(port) == 0 then return port end
   end
 end
 
@@ -132,7 +117,7 @@ describe("libvirt domain XML", function()
       local mark = #c.text
       c.send("mkdir -p /www && echo served-through-libvirt > /www/index.html && httpd -p 80 -h /www; echo httpd-$?\n")
       c.expect("httpd%-0", 60, mark)
-      assert.are.same({ "0100007F" }, listeners(host_port)) -- 127.0.0.1, and nothing else
+      assert.are.same({ "0100007F" }, helpers.listeners(host_port)) -- 127.0.0.1, and nothing else
       assert.are.equal("served-through-libvirt\n", fetch(host_port))
 
       code, out, err = d:virsh { "shutdown", name }

@@ -11,13 +11,7 @@ local libvirtd = require "support.libvirtd"
 
 local as_root = libvirtd.usable() and it or pending
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = require("vmlua.runtime").read_file
 
 local count = 0
 -- Writes the XML of a transient domain booting the cached busybox guest,

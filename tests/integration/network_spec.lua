@@ -1,22 +1,7 @@
 -- User-mode NAT on a real guest: a forwarded port reaches a server in the
 -- guest, and it listens on 127.0.0.1 only unless the definition says so.
+local helpers = require "support.helpers"
 local guest = require "support.guest"
-
--- The local addresses listening on TCP port `port` (from /proc/net/tcp).
-local function listeners(port)
-  local found = {}
-  for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
-    local f = io.open(file)
-    if f then
-      for line in f:lines() do
-        local addr, p, state = line:match("^%s*%d+: (%x+):(%x+) %x+:%x+ (%x+)")
-        if addr and tonumber(p, 16) == port and state == "0A" then found[#found + 1] = addr end
-      end
-      f:close()
-    end
-  end
-  return found
-end
 
 -- An HTTP GET through bash's /dev/tcp; returns the body.
 local function fetch(port)
@@ -37,7 +22,7 @@ describe("NAT", function()
     guest.boot(vm)
     local _, status = vm:run("mkdir -p /www && echo served-by-guest > /www/index.html && httpd -p 80 -h /www")
     assert.are.equal(0, status)
-    assert.are.same({ "0100007F" }, listeners(port)) -- 127.0.0.1, and nothing else
+    assert.are.same({ "0100007F" }, helpers.listeners(port)) -- 127.0.0.1, and nothing else
     assert.are.equal("served-by-guest\n", fetch(port))
     local out = vm:run("ip -4 addr show eth0 | grep -o 'inet [0-9.]*'")
     assert.are.equal("inet 10.0.2.15\n", out)

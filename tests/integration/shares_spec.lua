@@ -13,13 +13,7 @@ local function write(path, text)
   f:close()
 end
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = require("vmlua.runtime").read_file
 
 -- The pids of the virtiofsd processes serving `socket` (QEMU's command line
 -- names the socket too, without the option).

@@ -78,4 +78,21 @@ end
 
 helpers.shell_quote = shell_quote
 
+-- The local addresses listening on TCP port `port` (from /proc/net/tcp),
+-- as the kernel writes them ("0100007F" is 127.0.0.1).
+function helpers.listeners(port)
+  local found = {}
+  for _, file in ipairs { "/proc/net/tcp", "/proc/net/tcp6" } do
+    local f = io.open(file)
+    if f then
+      for line in f:lines() do
+        local addr, p, state = line:match("^%s*%d+: (%x+):(%x+) %x+:%x+ (%x+)")
+        if addr and tonumber(p, 16) == port and state == "0A" then found[#found + 1] = addr end
+      end
+      f:close()
+    end
+  end
+  return found
+end
+
 return helpers

@@ -24,13 +24,7 @@ local script = here .. "libvirtd.py"
 -- Every daemon started and not yet stopped.
 local live = {}
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = require("vmlua.runtime").read_file
 
 local function tail(text, lines)
   local all = {}

@@ -27,12 +27,7 @@ local script = here .. "sshd.py"
 
 local live = {}
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read("a")
-  f:close()
-  return text
-end
+local read = require("vmlua.runtime").read_file
 
 local function write(path, text, mode)
   local f = assert(io.open(path, "wb"))
