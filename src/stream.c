@@ -28,6 +28,7 @@ typedef struct {
 
 typedef struct {
   uv_write_t req;
+  int written;    /* registry ref to fn of stream:write(data, fn), or LUA_NOREF */
   char data[];
 } write_req;
 
@@ -290,15 +291,31 @@ static int s_resume(lua_State *L) {
 }
 
 static void on_written(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
+  write_req *w = (write_req *)req;
+  lua_State *L = vmlua_loop_state();
+  if (w->written != LUA_NOREF && L != NULL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->written);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->written);
+    if (status == 0) {
+      lua_pushboolean(L, 1);
+      lua_pushnil(L);
+    } else {
+      lua_pushnil(L);
+      lua_pushstring(L, uv_strerror(status));
+    }
+    vmlua_protected_call(L, 2);
+  }
+  free(w);
 }
 
-/* stream:write(data) -> true | nil, err; the data is copied and queued */
+/* stream:write(data [, fn(true | nil, err)]) -> true | nil, err; the data
+ * is copied and queued; fn, when given, is called once it is written (a
+ * writer of much data waits for it, so that little is queued at a time). */
 static int s_write(lua_State *L) {
   stream *s = check_stream(L);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
   if (s->h.uv == NULL) return uv_fail(L, UV_EPIPE);
   uv_stream_t *out = s->writer ? (uv_stream_t *)s->writer : (uv_stream_t *)s->h.uv;
   write_req *w = malloc(sizeof *w + len);
@@ -309,6 +326,11 @@ static int s_write(lua_State *L) {
   if (rc != 0) {
     free(w);
     return uv_fail(L, rc);
+  }
+  w->written = LUA_NOREF;
+  if (!lua_isnoneornil(L, 3)) {
+    lua_pushvalue(L, 3);
+    w->written = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   lua_pushboolean(L, 1);
   return 1;

@@ -83,8 +83,13 @@ function snapshot.differs(saved, mine, skip)
   end
 end
 
+-- QEMU's version, from its greeting or (libvirt has had it) query-version.
 local function qemu_version(vm)
   local v = vm.qmp and vm.qmp.greeting and vm.qmp.greeting.version and vm.qmp.greeting.version.qemu
+  if not v and vm.qmp and vm.qmp.open then
+    local answer = vm.qmp:execute("query-version", nil, machine.start_timeout)
+    v = answer and answer.qemu
+  end
   if not v then return nil end
   return string.format("%d.%d.%d", v.major, v.minor, v.micro)
 end
@@ -113,6 +118,16 @@ local function remove_tree(dir, cfg)
   os.remove(dir)
 end
 
+-- Why a VM's state cannot go to or come from a file here: QEMU runs on
+-- another host (the state passes through a socket of this host's); nil.
+function snapshot.elsewhere(cfg)
+  local b = cfg.backend
+  if b and b.uri and not require("vmlua.libvirt.uri").is_local(b.uri) then
+    return "libvirt runs it on another host (" .. b.uri .. "); snapshots are of VMs on this one"
+  end
+  return nil
+end
+
 --- Saves the running VM to a snapshot directory: memory, devices and a copy of each disk.
 -- @tparam string path the snapshot's directory
 -- @tparam[opt] table opts `keep_running`: the VM runs on (it stops otherwise)
@@ -126,10 +141,8 @@ function methods:save(path, opts)
   if self.state ~= "running" and self.state ~= "paused" then
     errors.raise(self:_failure("cannot save: it is " .. self.state), 2)
   end
-  if self.config.backend then
-    errors.raise(string.format("vm %s: cannot save: snapshots are made by the QEMU backend; libvirt (%s) runs it",
-                               self.name, self.config.backend.uri), 2)
-  end
+  local elsewhere = snapshot.elsewhere(self.config)
+  if elsewhere then errors.raise(string.format("vm %s: cannot save: %s", self.name, elsewhere), 2) end
   path = absolute(path)
   local dir, base = path:match("^(.*)/([^/]+)$")
   if core.stat(path) then
@@ -230,7 +243,7 @@ function methods:restore(path)
   local function refuse(why)
     errors.raise(string.format("vm %s: cannot restore %s: %s", self.name, path, why), 3)
   end
-  if self.config.backend then refuse("snapshots are restored by the QEMU backend; libvirt runs this VM") end
+  if snapshot.elsewhere(self.config) then refuse(snapshot.elsewhere(self.config)) end
   local snap, err = snapshot.read(path)
   if not snap then refuse(err) end
   local accel = qemu.accel(self.config) or self.config.accel
@@ -250,6 +263,7 @@ function methods:restore(path)
       return nil, string.format("qemu differs: the snapshot was saved by QEMU %s, this is QEMU %s",
                                 tostring(snap.fingerprint.qemu), tostring(version))
     end
+    if vm.config.backend then return migration.load_stream(vm, path .. "/state", snapshot.timeout) end
     return migration.load(vm, snapshot.timeout)
   end }
   local own = self.config

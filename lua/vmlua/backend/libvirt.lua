@@ -173,6 +173,13 @@ local function remote_forwards(cfg, here)
   return carried
 end
 
+-- A restore's QEMU waits for the saved state (snapshot.lua) instead of booting.
+local function incoming(cfg)
+  local args = { table.unpack(cfg.qemu or {}) }
+  args[#args + 1], args[#args + 2] = "-incoming", "defer"
+  return setmetatable({ qemu = args }, { __index = cfg })
+end
+
 --- Starts the VM's domain; true once the guest runs, else nil and why.
 -- The domain is created paused, its console opened, then it runs: no boot output is lost.
 -- @param vm the VM (vmlua.machine), "starting", with its runtime paths claimed
@@ -212,7 +219,8 @@ function backend.launch(vm)
   local xml, carried
   carried, problem = remote_forwards(cfg, here)
   if not carried then return nil, problem end
-  xml, problem = domain.xml(carried.cfg, { accel = vm.accel, paths = paths, files = files })
+  xml, problem = domain.xml(vm.incoming and incoming(carried.cfg) or carried.cfg,
+                           { accel = vm.accel, paths = paths, files = files })
   if not xml then return nil, problem end
 
   vm.serial = console.new { log = cfg.console.log or vm.log_path or paths.log, stdio = cfg.console.stdio,
@@ -241,6 +249,10 @@ function backend.launch(vm)
   }
 
   if vm.stop_requested then return nil, "it was stopped as it started" end
+  if vm.incoming then
+    local _, ierr = vm.incoming.load(vm)
+    if ierr then return nil, ierr end
+  end
   local s = stream()
   local session
   session, err = call(dom, "console", { on_data = s.data, on_end = s.ended })

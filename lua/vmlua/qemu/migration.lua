@@ -2,8 +2,11 @@
 -- and exec: would go through a shell. To save, vmlua listens on a private
 -- Unix socket in the VM's runtime directory (0700) and writes what QEMU
 -- sends into the file; to load, QEMU reads the file as its stdin (fd:0).
--- The waits are on QMP's MIGRATION events, never on a poll.
+-- A QEMU that libvirt runs cannot have the file as its stdin: it listens
+-- on a socket in the runtime directory instead, and vmlua writes the file
+-- into it. The waits are on QMP's MIGRATION events, never on a poll.
 local core = require "vmlua.core"
+local task = require "vmlua.task"
 
 local migration = {}
 
@@ -111,6 +114,39 @@ function migration.load(vm, timeout)
   local _, merr = vm.qmp:execute("migrate-incoming", { uri = "fd:0" }, timeout)
   if merr then return nil, "QMP: " .. merr end
   return finish(vm, nil, timeout)
+end
+
+-- migration.load for a QEMU started with `-incoming defer` that cannot read
+-- the file itself (libvirt runs it): QEMU listens on a Unix socket in the
+-- runtime directory and vmlua writes `file` into it, a chunk at a time.
+function migration.load_stream(vm, file, timeout)
+  local ok, err = prepare(vm, timeout)
+  if not ok then return nil, "QMP: " .. err end
+  local socket = vm.paths.migration
+  os.remove(socket)
+  local _, merr = vm.qmp:execute("migrate-incoming", { uri = "unix:" .. socket }, timeout)
+  if merr then return nil, "QMP: " .. merr end
+  local stream, cerr = task.await(function(wake) core.connect(socket, wake) end, timeout)
+  if not stream then return nil, "cannot connect to QEMU's " .. socket .. ": " .. tostring(cerr) end
+  local input, ferr = io.open(file, "rb")
+  if not input then
+    stream:close()
+    return nil, ferr
+  end
+  local werr
+  while not werr do
+    local chunk = input:read(1 << 20)
+    if not chunk then break end
+    local wrote, why = task.await(function(wake) stream:write(chunk, wake) end, timeout)
+    if not wrote then werr = why end
+  end
+  input:close()
+  if not werr then stream:shutdown() end
+  local done, why = finish(vm, nil, timeout)
+  stream:close()
+  os.remove(socket)
+  if werr then return nil, "cannot write the state to QEMU: " .. tostring(werr) end
+  return done, why
 end
 
 return migration
