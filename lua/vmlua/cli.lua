@@ -180,6 +180,7 @@ local function run_main(fn, watcher)
     -- instances the script attached to run on without it
     local client = package.loaded["vmlua.instance.client"]
     if client then client.release_all() end
+    if loaded_machine() then loaded_machine().let_go_all() end
   end)
   core.run()
   return ok

@@ -14,6 +14,7 @@ local validate = require "vmlua.validate"
 local machine = {
   defined = {},     -- every VM created, in order (vmlua plan lists them)
   live = {},        -- VMs whose backend runs a guest (a QEMU process)
+  adopted = {},     -- VMs this process took over (VM:_adopt), let go as it ends
   dry_run = false,  -- vmlua plan: life-cycle calls do nothing
   start_timeout = 30,
   stop_timeout = 15,
@@ -360,6 +361,43 @@ function VM:start(opts)
     errors.raise(self:_failure("cannot start: " .. self.reason), 2)
   end
   return self
+end
+
+-- Takes over a VM that its backend runs with no vmlua serving it (a
+-- libvirt domain whose vmlua died; backend.adopt): this process serves it
+-- until it ends, then lets it go, running (machine.let_go_all).
+function VM:_adopt()
+  local b = machine.backend(self.config)
+  if not b.adopt then errors.raise(string.format("vm %s: nothing runs it to attach to", self.name), 3) end
+  self.paths = runtime.paths(self.name)
+  local err
+  self.claim, err = runtime.claim(self.paths)
+  if not self.claim then errors.raise(string.format("vm %s: cannot attach: %s", self.name, err), 3) end
+  runtime.write_file(self.paths.config, config.encode(self.config))
+  self.backend, self.reason, self.stderr, self.stop_requested = b, nil, "", false
+  self:_set_state("starting")
+  local ok, state, why = pcall(b.adopt, self)
+  if not ok or not state then
+    self:_finish("error", tostring(ok and why or state))
+    errors.raise(string.format("vm %s: cannot attach: %s", self.name, self.reason), 3)
+  end
+  machine.adopted[self] = true
+  self:_set_state(state)
+  return self
+end
+
+-- The VMs this process took over are let go as it ends: they run on.
+function machine.let_go_all()
+  for vm in pairs(machine.adopted) do
+    machine.adopted[vm] = nil
+    if not ENDED[vm.state] then
+      machine.live[vm] = nil
+      if vm.server then vm.server:close() end
+      if vm.serial then vm.serial:close() end
+      vm.backend.release(vm)
+      runtime.remove(vm.paths, vm.claim)
+    end
+  end
 end
 
 -- Start failed: leave nothing behind, end in "error", and keep the best reason:

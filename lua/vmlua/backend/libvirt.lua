@@ -180,6 +180,78 @@ local function incoming(cfg)
   return setmetatable({ qemu = args }, { __index = cfg })
 end
 
+-- The VM's monitor and process handle for its domain.
+local function take(vm, dom)
+  vm.domain = dom
+  vm.qmp = setmetatable({ dom = dom, open = true }, Monitor)
+  local pid = local_pid(vm, vm.config.backend.uri)
+  if pid then require("vmlua.runtime").write_pid(vm.paths, pid) end
+  vm.process = {
+    pid = function() return pid end,
+    running = function() return vm.domain ~= nil and not vm.exit_status end,
+    -- a domain already gone (destroyed behind vmlua's back) sends no event
+    kill = function()
+      dom:destroy(function(ok)
+        if not ok and not vm.exit_status then
+          vm.stopped_as = vm.stopped_as or "destroyed"
+          vm:_exited(nil, "KILL")
+        end
+      end)
+    end,
+    close = function() end,
+  }
+end
+
+-- The domain's console, read into vm.serial; force takes the session over
+-- from a client that left it open (a vmlua that died).
+local function attach_console(vm, dom, force)
+  local s = stream()
+  local session, err = call(dom, "console", { on_data = s.data, on_end = s.ended, force = force })
+  if not session then return nil, "cannot open its console through libvirt: " .. tostring(err) end
+  s.session = session
+  vm.serial:attach(s)
+  return true
+end
+
+local function new_console(vm)
+  local cfg = vm.config
+  vm.serial = console.new { log = cfg.console.log or vm.log_path or vm.paths.log, stdio = cfg.console.stdio,
+                            rotate = not cfg.console.log and console.LOG_BYTES or nil }
+end
+
+--- Takes over a domain that runs with no vmlua serving it (its vmlua died): its console, monitor and events,
+-- served by this process. Returns its state ("running" or "paused"), or nil and why.
+-- @param vm the VM, rebuilt from the instance's configuration, its runtime paths claimed
+-- @treturn string|nil
+-- @treturn string why
+function backend.adopt(vm)
+  local machine = require "vmlua.machine"
+  local b = vm.config.backend
+  local c, err = connection.get(b.uri)
+  if not c then return nil, err end
+  vm.connection = c
+  watch(vm, c)
+  machine.live[vm] = true
+  local dom
+  dom, err = call(c.conn, "lookup", vm.name)
+  if not dom then return nil, "libvirt " .. b.uri .. ": " .. tostring(err) end
+  local state = call(dom, "state")
+  if state ~= "running" and state ~= "paused" and state ~= "blocked" then
+    dom:free()
+    return nil, "its domain on " .. b.uri .. " is " .. tostring(state)
+  end
+  vm.accel, vm.shut_down, vm.first_resume = vm.config.accel or "tcg", false, false
+  take(vm, dom)
+  new_console(vm)
+  local attached
+  attached, err = attach_console(vm, dom, true)
+  if not attached then return nil, err end
+  local why
+  vm.server, why = require("vmlua.instance.server").start(vm)
+  if not vm.server then return nil, "cannot serve it on " .. vm.paths.control .. ": " .. why end
+  return state == "paused" and "paused" or "running"
+end
+
 --- Starts the VM's domain; true once the guest runs, else nil and why.
 -- The domain is created paused, its console opened, then it runs: no boot output is lost.
 -- @param vm the VM (vmlua.machine), "starting", with its runtime paths claimed
@@ -223,42 +295,20 @@ function backend.launch(vm)
                            { accel = vm.accel, paths = paths, files = files })
   if not xml then return nil, problem end
 
-  vm.serial = console.new { log = cfg.console.log or vm.log_path or paths.log, stdio = cfg.console.stdio,
-                            rotate = not cfg.console.log and console.LOG_BYTES or nil }
+  new_console(vm)
   if vm.stop_requested then return nil, "it was stopped as it started" end
   local dom
   dom, err = call(c.conn, "create", xml, { paused = true })
   if not dom then return nil, "libvirt " .. b.uri .. ": " .. tostring(err) end
-  vm.domain = dom
-  vm.qmp = setmetatable({ dom = dom, open = true }, Monitor)
-  local pid = local_pid(vm, b.uri)
-  if pid then require("vmlua.runtime").write_pid(paths, pid) end
-  vm.process = {
-    pid = function() return pid end,
-    running = function() return vm.domain ~= nil and not vm.exit_status end,
-    -- a domain already gone (destroyed behind vmlua's back) sends no event
-    kill = function()
-      dom:destroy(function(ok)
-        if not ok and not vm.exit_status then
-          vm.stopped_as = vm.stopped_as or "destroyed"
-          vm:_exited(nil, "KILL")
-        end
-      end)
-    end,
-    close = function() end,
-  }
-
+  take(vm, dom)
   if vm.stop_requested then return nil, "it was stopped as it started" end
   if vm.incoming then
     local _, ierr = vm.incoming.load(vm)
     if ierr then return nil, ierr end
   end
-  local s = stream()
-  local session
-  session, err = call(dom, "console", { on_data = s.data, on_end = s.ended })
-  if not session then return nil, "cannot open its console through libvirt: " .. tostring(err) end
-  s.session = session
-  vm.serial:attach(s)
+  local attached
+  attached, err = attach_console(vm, dom)
+  if not attached then return nil, err end
   local ok
   ok, err = call(dom, "resume")
   if not ok then return nil, "libvirt: " .. tostring(err) end
@@ -295,6 +345,7 @@ end
 --- Releases the domain's reference and the VM's hold on the connection once it has ended.
 -- @param vm the VM
 function backend.release(vm)
+  if vm.serial and vm.serial.stream then vm.serial.stream:close() end
   if vm.tunnel then
     vm.tunnel:kill("TERM")
     vm.tunnel:close()

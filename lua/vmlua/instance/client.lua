@@ -88,7 +88,14 @@ function client.attach(name)
   end
   local status = store.running(name)
   if not status then
-    local why = store.stopped(name) and string.format("it is stopped; vmlua start %s starts it", name)
+    local stopped = store.stopped(name)
+    if stopped and stopped.orphaned and (stopped.state == "running" or stopped.state == "paused") then
+      -- libvirt runs it with no vmlua serving it: this process takes it over
+      local cfg = config.load(store.paths(name).config)
+      if not cfg then errors.raise("vmlua.attach: vm " .. name .. " has no readable configuration", 2) end
+      return require("vmlua.machine").from_config(cfg):_adopt()
+    end
+    local why = stopped and string.format("it is stopped; vmlua start %s starts it", name)
       or "see vmlua ls"
     errors.raise(string.format("vmlua.attach: no VM named %s is running (%s)", name, why), 2)
   end
