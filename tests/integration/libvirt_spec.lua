@@ -5,6 +5,7 @@ local config = require "vmlua.config"
 local core = require "vmlua.core"
 local guest = require "support.guest"
 local libvirtd = require "support.libvirtd"
+local pty = require "support.pty"
 local task = require "vmlua.task"
 
 local usable, why = libvirtd.usable()
@@ -95,6 +96,16 @@ vmlua.sleep(600)
       assert.are.equal(daemon.uri, entry(name).host)
       require("vmlua.machine").let_go_all()
       assert.matches("no vmlua serves it", entry(name).reason, 1, true)
+      -- and so does vmlua attach, at a terminal; Ctrl-] leaves it running
+      local t = pty.spawn { "attach", name }
+      t:expect("attached to the console of " .. name)
+      t:send("echo hi-$((6 * 7))\r")
+      t:expect("hi-42")
+      t:send(pty.keys.ctrl_bracket)
+      t:expect("detached from vm " .. name .. " (running")
+      assert.are.equal(0, t:wait_exit(10))
+      assert.are.equal("running", entry(name).state)
+      assert.are.equal(1, #daemon:qemu_pids())
       local code, out, err = cli.run({ "rm", name }, 60)
       assert.are.equal(1, code, out)
       assert.matches("is running on", err, 1, true)
