@@ -76,6 +76,17 @@ function task.await(register, timeout)
   return table.unpack(result, 1, result.n)
 end
 
+-- Calls fn(..., wake), a function that reports through a callback (most of
+-- vmlua.core's), and waits for what the callback gets; nil, "timeout" after
+-- `timeout` seconds (nil: no limit).
+function task.call(timeout, fn, ...)
+  local args = table.pack(...)
+  return task.await(function(wake)
+    args[args.n + 1] = wake
+    fn(table.unpack(args, 1, args.n + 1))
+  end, timeout)
+end
+
 -- Ends the wait of a task with the error `message` (Ctrl-C at the prompt);
 -- false when the task is not waiting.
 function task.interrupt(co, message)

@@ -8,13 +8,7 @@ local task = require "vmlua.task"
 local guest = require "support.guest"
 
 -- Calls f(..., wake) and waits for what it passes to wake.
-local function await(f, ...)
-  local args = table.pack(...)
-  return task.await(function(wake)
-    args[args.n + 1] = wake
-    f(table.unpack(args, 1, args.n + 1))
-  end, 120)
-end
+local function await(f, ...) return task.call(120, f, ...) end
 
 local function domain_xml(name)
   local files = guest.files("x86_64")

@@ -19,13 +19,7 @@ local usable, why = libvirtd.usable()
 if usable then usable, why = sshd.usable() end
 
 -- Calls f(..., wake) and waits for what it passes to wake.
-local function await(f, ...)
-  local args = table.pack(...)
-  return task.await(function(wake)
-    args[args.n + 1] = wake
-    f(table.unpack(args, 1, args.n + 1))
-  end, 120)
-end
+local function await(f, ...) return task.call(120, f, ...) end
 
 local function sha256(path)
   return await(core.sha256_file, path)

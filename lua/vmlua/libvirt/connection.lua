@@ -19,11 +19,7 @@ local open = {} -- uri -> Connection, while VMs use it
 -- @tparam string method its method
 -- @return what the callback got
 function connection.call(object, method, ...)
-  local args = table.pack(...)
-  return task.await(function(wake)
-    args[args.n + 1] = wake
-    object[method](object, table.unpack(args, 1, args.n + 1))
-  end, connection.timeout)
+  return task.call(connection.timeout, object[method], object, ...)
 end
 
 local Connection = {}
@@ -41,7 +37,7 @@ function connection.get(uri)
   end
   c = setmetatable({ uri = uri, watchers = {}, users = 0, opening = true, opened = task.condition() }, Connection)
   open[uri] = c
-  local conn, err = task.await(function(wake) core.virt_connect(uri, wake) end, connection.timeout)
+  local conn, err = task.call(connection.timeout, core.virt_connect, uri)
   c.opening = false
   if not conn then
     open[uri] = nil

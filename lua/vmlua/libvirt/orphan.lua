@@ -12,16 +12,12 @@ orphan.timeout = 30 -- seconds for one call
 orphan.poll = 0.3   -- seconds between looks at a domain that is powering off
 
 local function await(object, method, ...)
-  local args = table.pack(...)
-  return task.await(function(wake)
-    args[args.n + 1] = wake
-    object[method](object, table.unpack(args, 1, args.n + 1))
-  end, orphan.timeout)
+  return task.call(orphan.timeout, object[method], object, ...)
 end
 
 -- fn(dom) with domain `name` of `uri`; nil, why, true when there is no such domain.
 local function with_domain(uri, name, fn)
-  local conn, err = task.await(function(wake) core.virt_connect(uri, wake) end, orphan.timeout)
+  local conn, err = task.call(orphan.timeout, core.virt_connect, uri)
   if not conn then return nil, err end
   local dom
   dom, err = await(conn, "lookup", name)
