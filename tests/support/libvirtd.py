@@ -24,25 +24,16 @@ itself it ends the rest and exits 1. Prints "libvirtd PID" once libvirtd
 runs.
 """
 import argparse
-import ctypes
 import os
 import shutil
 import signal
 import sys
 import time
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
-CLONE_NEWNS = 0x00020000
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
-PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+import mountns
+from mountns import MNT_DETACH, MS_BIND, PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, check, libc, mount
 
-libc = ctypes.CDLL(None, use_errno=True)  # the C library python runs on
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 QEMU_CONF = """\
 # The fixture's QEMU driver: no namespaces, cgroups, virtlogd or relabelling.
@@ -72,18 +63,6 @@ TARGETS = [("etc", "/etc/libvirt"), ("lib", "/var/lib/libvirt"), ("run", "/run/l
            ("log", "/var/log/libvirt"), ("cache", "/var/cache/libvirt")]
 
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-
-
-def check(ret, what):
-    if ret != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
-
-
-def mount(source, target, fstype, flags, data=None):
-    enc = lambda s: s.encode() if s is not None else None
-    check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
-          "mount %s on %s" % (source, target))
 
 
 def write(path, text, mode=0o644):
@@ -131,8 +110,7 @@ def prepare(dir):
 
 def enter_namespace(dir):
     """A mount namespace where dir's directories are the host's libvirt's."""
-    check(libc.unshare(CLONE_NEWNS), "unshare")
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mountns.enter()
     with open("/proc/self/mounts") as f:
         huge = [line.split()[1] for line in f if line.split()[2] == "hugetlbfs"]
     for target in reversed(huge):

@@ -11,30 +11,10 @@ through virt-ssh-helper like any remote host. Then it becomes
 /etc/ssh/sshd_config), which dies with its parent (PR_SET_PDEATHSIG).
 """
 import argparse
-import ctypes
 import os
 import signal
 
-PR_SET_PDEATHSIG = 1
-CLONE_NEWNS = 0x00020000
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 1 << 18
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-
-
-def check(ret, what):
-    if ret != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
-
-
-def mount(source, target, fstype, flags, data=None):
-    enc = lambda s: s.encode() if s is not None else None
-    check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
-          "mount %s on %s" % (source, target))
+from mountns import MS_BIND, PR_SET_PDEATHSIG, check, enter, libc, mount
 
 
 def main():
@@ -44,8 +24,7 @@ def main():
     ap.add_argument("--sshd", default="/usr/sbin/sshd")
     args = ap.parse_args()
     check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0), "prctl")
-    check(libc.unshare(CLONE_NEWNS), "unshare")
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    enter()
     mount("tmpfs", "/run", "tmpfs", 0, "mode=0755")
     os.makedirs("/run/sshd", mode=0o755)
     if args.libvirt_run:
