@@ -94,6 +94,25 @@ function lib.main(fn)
 end
 
 -- Median, minimum, maximum and 90th percentile (nearest rank).
+-- `args`, vmlua's QEMU argv (qemu.command's), as the same QEMU is run by
+-- hand: its QMP sockets dropped and the console on `serial` ("stdio",
+-- "file:PATH") instead of vmlua's FIFOs.
+function lib.direct_argv(args, serial)
+  local out, dropped, k = {}, 0, 1
+  while args[k] do
+    local a, v = args[k], args[k + 1]
+    if a == "-qmp" or (a == "-chardev" and v:find("^pipe,id=console,")) then
+      dropped, k = dropped + 1, k + 2
+    elseif a == "-serial" and v == "chardev:console" then
+      out[#out + 1], out[#out + 2], dropped, k = "-serial", serial, dropped + 1, k + 2
+    else
+      out[#out + 1], k = a, k + 1
+    end
+  end
+  assert(dropped == 4, "vmlua's QEMU argv no longer has the expected -qmp/-chardev/-serial options")
+  return out
+end
+
 function lib.stats(xs)
   local s = {}
   for i, x in ipairs(xs) do s[i] = x end

@@ -24,20 +24,7 @@ if #arches == 0 then arches = { "x86_64", "aarch64" } end
 -- vmlua's exact argv, with the console on stdio instead of its FIFOs, and no QMP.
 local function direct_argv(arch)
   local cfg = config.vm(guest.spec(vmlua, arch))
-  local args = qemu.command(cfg, runtime.paths(cfg.name)).args
-  local out, dropped, k = {}, 0, 1
-  while args[k] do
-    local a, v = args[k], args[k + 1]
-    if a == "-qmp" or (a == "-chardev" and v:find("^pipe,id=console,")) then
-      dropped, k = dropped + 1, k + 2
-    elseif a == "-serial" and v == "chardev:console" then
-      out[#out + 1], out[#out + 2], dropped, k = "-serial", "stdio", dropped + 1, k + 2
-    else
-      out[#out + 1], k = a, k + 1
-    end
-  end
-  assert(dropped == 4, "vmlua's QEMU argv no longer has the expected -qmp/-chardev/-serial options")
-  return out, qemu.accel(cfg)
+  return lib.direct_argv(qemu.command(cfg, runtime.paths(cfg.name)).args, "stdio"), qemu.accel(cfg)
 end
 
 -- Spawns args and waits until `pattern` shows on its stdout. Returns the

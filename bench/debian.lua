@@ -70,20 +70,7 @@ local function direct_argv(overlay, port)
   assert(core.mkdir_private(paths.dir:match("^(.*)/[^/]+$")))
   assert(core.mkdir_private(paths.dir))
   local dir = paths.dir
-  local args = qemu.command(cfg, paths).args
-  local out, dropped, k = {}, 0, 1
-  while args[k] do
-    local a, v = args[k], args[k + 1]
-    if a == "-qmp" or (a == "-chardev" and v:find("^pipe,id=console,")) then
-      dropped, k = dropped + 1, k + 2
-    elseif a == "-serial" and v == "chardev:console" then
-      out[#out + 1], out[#out + 2], dropped, k = "-serial", "file:" .. dir .. "/console.log", dropped + 1, k + 2
-    else
-      out[#out + 1], k = a, k + 1
-    end
-  end
-  assert(dropped == 4, "vmlua's QEMU argv no longer has the expected -qmp/-chardev/-serial options")
-  return out
+  return lib.direct_argv(qemu.command(cfg, paths).args, "file:" .. dir .. "/console.log")
 end
 
 -- Seconds from t0 until ssh gets in on `port`; raises after `timeout`.

@@ -64,19 +64,7 @@ end
 
 -- vmlua's QEMU argv with the console on stdio and QMP connecting to `socket`.
 local function direct_argv(cfg, socket)
-  local args = qemu.command(cfg, runtime.paths(cfg.name)).args
-  local out, dropped, k = {}, 0, 1
-  while args[k] do
-    local a, v = args[k], args[k + 1]
-    if a == "-qmp" or (a == "-chardev" and v:find("^pipe,id=console,")) then
-      dropped, k = dropped + 1, k + 2
-    elseif a == "-serial" and v == "chardev:console" then
-      out[#out + 1], out[#out + 2], dropped, k = "-serial", "stdio", dropped + 1, k + 2
-    else
-      out[#out + 1], k = a, k + 1
-    end
-  end
-  assert(dropped == 4, "vmlua's QEMU argv no longer has the expected -qmp/-chardev/-serial options")
+  local out = lib.direct_argv(qemu.command(cfg, runtime.paths(cfg.name)).args, "stdio")
   out[#out + 1], out[#out + 2] = "-qmp", "unix:" .. socket
   return out
 end
