@@ -55,7 +55,8 @@ const char *virt_open(lua_State *L) {
     SYM(lib, virStorageVolCreateXML); SYM(lib, virStorageVolUpload); SYM(lib, virStorageVolDelete);
     SYM(lib, virStorageVolGetName); SYM(lib, virStorageVolGetPath); SYM(lib, virStorageVolGetInfo);
     SYM(lib, virStorageVolFree);
-    SYM(qemu, virDomainQemuMonitorCommand); SYM(qemu, virConnectDomainQemuMonitorEventRegister);
+    SYM(qemu, virDomainQemuMonitorCommand); SYM(qemu, virDomainQemuAgentCommand);
+    SYM(qemu, virConnectDomainQemuMonitorEventRegister);
     SYM(qemu, virConnectDomainQemuMonitorEventDeregister);
 #undef SYM
     if (!ok) {

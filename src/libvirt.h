@@ -71,6 +71,7 @@ extern struct virt_api {
   VIRT_FN(virStorageVolFree);
   /* libvirt-qemu */
   VIRT_FN(virDomainQemuMonitorCommand);
+  VIRT_FN(virDomainQemuAgentCommand);
   VIRT_FN(virConnectDomainQemuMonitorEventRegister);
   VIRT_FN(virConnectDomainQemuMonitorEventDeregister);
 } virt;

@@ -167,6 +167,27 @@ static int d_monitor(lua_State *L) {
   return 0;
 }
 
+static void run_agent(virt_job *j) {
+  j->text = virt.virDomainQemuAgentCommand(j->dom, j->arg1, j->int1, 0);
+  if (j->text == NULL) virt_fail(j, "guest agent command failed on domain", j->arg2);
+}
+
+/* dom:agent(json, seconds, fn(reply_json | nil, err)): a command to the
+ * guest agent (qemu-guest-agent), which libvirt syncs and passes through;
+ * the reply is the agent's whole answer. An error when the agent has not
+ * opened its port or did not answer within seconds. */
+static int d_agent(lua_State *L) {
+  luaL_checkstring(L, 2);
+  lua_Integer seconds = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, seconds >= 1 && seconds <= 86400, 3, "seconds out of range");
+  virt_job *j = domain_job(L, 4, run_agent);
+  j->arg1 = strdup(lua_tostring(L, 2));
+  j->int1 = (int)seconds;
+  j->push = push_text;
+  virt_job_queue(L, j);
+  return 0;
+}
+
 static void run_xml(virt_job *j) {
   j->text = virt.virDomainGetXMLDesc(j->dom, 0);
   if (j->text == NULL) virt_fail(j, "cannot read the XML of domain", j->arg2);
@@ -210,7 +231,7 @@ static int d_tostring(lua_State *L) {
 void virt_open_domain(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"resume", d_resume}, {"suspend", d_suspend}, {"shutdown", d_shutdown},
-      {"destroy", d_destroy}, {"state", d_state}, {"save", d_save}, {"monitor", d_monitor},
+      {"destroy", d_destroy}, {"state", d_state}, {"save", d_save}, {"monitor", d_monitor}, {"agent", d_agent},
       {"xml", d_xml}, {"console", virt_domain_console}, {"name", d_name}, {"free", d_free},
       {NULL, NULL}};
   static const luaL_Reg meta[] = {

@@ -12,7 +12,6 @@
 -- guest-exec-status has to be asked until the command has exited.
 -- @module vmlua.agent
 local core = require "vmlua.core"
-local runtime = require "vmlua.runtime"
 local task = require "vmlua.task"
 
 local agent = {
@@ -135,6 +134,7 @@ end
 
 local Client = {}
 Client.__index = Client
+agent.Client = Client -- libvirt/agent.lua's client shares its run
 
 -- Connects to the agent's socket: a client, or nil and why.
 function agent.connect(path, timeout)
@@ -240,18 +240,19 @@ function Client:run(command, deadline, input)
   end)
   if not ok then -- interrupted: kill it, by a task of its own
     self:close("interrupted")
-    if self.path then task.spawn(agent.kill, self.path, pid) end
+    task.spawn(self.kill, self, pid)
     error(out, 0)
   elseif status == "timeout" then
     self:close("timeout")
-    if self.path then agent.kill(self.path, pid) end
+    self:kill(pid)
   end
   return out, status, cut
 end
 
 -- Kills the guest-exec command `pid` over a connection of its own.
-function agent.kill(path, pid)
-  local client = agent.connect(path, 5)
+function Client:kill(pid)
+  if not self.path then return end
+  local client = agent.connect(self.path, 5)
   if not client then return end
   if client:sync(5) then
     client:execute("guest-exec", { path = "/bin/sh", arg = { "-c", agent.KILL_SCRIPT, "sh", tostring(pid) } }, 5)
@@ -353,7 +354,7 @@ function methods:_way_in(deadline)
   end
   local function race(wake)
     tasks[1] = task.spawn(contender(function()
-      local client, why = agent.open(runtime.paths(self.name).agent, left())
+      local client, why = machine.backend(self.config).agent(self, left())
       tried.agent = why
       return client and "agent", client
     end), wake)
@@ -374,11 +375,17 @@ function methods:_way_in(deadline)
   return nil, nil, tried
 end
 
+-- Whether a chardev of QMP's query-chardev is the guest agent's: vmlua's
+-- own (QEMU backend), or the one libvirt made for the port.
+function agent.is_port(chardev)
+  return chardev.label == agent.CHARDEV or tostring(chardev.filename):find(agent.PORT, 1, true) ~= nil
+end
+
 -- What the guest agent's port says: opened by the guest or not (QMP query-chardev).
 function methods:_agent_port()
   local ok, chardevs = pcall(function() return self.qmp and self.qmp:execute("query-chardev", nil, 2) end)
   for _, c in ipairs(ok and type(chardevs) == "table" and chardevs or {}) do
-    if c.label == agent.CHARDEV then
+    if agent.is_port(c) then
       return c["frontend-open"] and "answered nothing, though its port is open in the guest"
         or "never opened its port in the guest (is qemu-guest-agent installed and running?)"
     end

@@ -124,7 +124,7 @@ vmlua.sleep(600)
 
   -- console_spec tests vmlua's console code, which libvirt_core_spec's
   -- stream feeds the same way; the shell half of hangs_spec is skipped too.
-  local specs = { "lifecycle", "failures", "network", "hangs", "snapshot" }
+  local specs = { "lifecycle", "failures", "network", "hangs", "snapshot", "agent" }
   if os.getenv("LV_SPECS") then -- a few of them, for debugging
     specs = {}
     for name in os.getenv("LV_SPECS"):gmatch("%S+") do specs[#specs + 1] = name end

@@ -327,6 +327,14 @@ end
 -- @param vm the VM
 function backend.launched(vm) local _ = vm end
 
+--- A client of the VM's guest agent once it answers: libvirt passes its commands through (libvirt/agent.lua).
+-- @param vm the VM
+-- @tparam number timeout seconds
+-- @return the client, or nil and why
+function backend.agent(vm, timeout)
+  return require("vmlua.libvirt.agent").open(vm, timeout)
+end
+
 -- What libvirt's reasons for a stopped domain say about QEMU.
 local ENDED_BY = {
   destroyed = "libvirt destroyed the domain (QEMU was killed)",

@@ -217,6 +217,14 @@ function backend.exit_reason(vm)
   return how
 end
 
+--- A client of the VM's guest agent, synced: QEMU's socket for the port (agent.lua).
+-- @param vm the VM
+-- @tparam number timeout seconds
+-- @return the client, or nil and why
+function backend.agent(vm, timeout)
+  return require("vmlua.agent").open(runtime.paths(vm.name).agent, timeout)
+end
+
 --- Releases what the VM held once it has ended: the guard, the listeners,
 -- the shares' daemons (after QEMU: a daemon never outlives the VM) and LANs.
 -- @param vm the VM

@@ -1,4 +1,4 @@
--- The libvirt domain XML for a resolved VM configuration (config.vm): the
+--- The libvirt domain XML for a resolved VM configuration (config.vm): the
 -- same machine that qemu.command's argv starts, in libvirt's words.
 --
 -- What libvirt 9.0 cannot say is said to QEMU through the qemu namespace
@@ -11,6 +11,7 @@
 -- ones, so a PCI device in qemu = {...} needs its own bus and addr too,
 -- or it takes slot 1 from libvirt's first root port and QEMU refuses.
 -- What libvirt cannot run yet is refused with a message naming the field.
+-- @module vmlua.libvirt.domain
 local cloudinit = require "vmlua.cloudinit"
 local disks = require "vmlua.disks"
 local fields = require "vmlua.fields"
@@ -106,7 +107,6 @@ local function refuse_unsupported(cfg)
       refuse(n.where or where, string.format("net[%d]", i), "LANs (vmlua.lan) are" .. unsupported)
     end
   end
-  if cfg.agent then refuse(where, "agent", "the guest agent is" .. unsupported) end
 end
 
 local function build(cfg, opts)
@@ -187,6 +187,9 @@ local function build(cfg, opts)
   add(el("serial", { type = "pty" }, el("target", { port = 0 })))
   add(el("console", { type = "pty" }, el("target", { type = "serial", port = 0 })))
   add(el("memballoon", { model = "none" }))
+  if cfg.agent then -- libvirt connects to it and passes commands through (virDomainQemuAgentCommand)
+    add(el("channel", { type = "unix" }, el("target", { type = "virtio", name = require("vmlua.agent").PORT })))
+  end
 
   -- NAT networks and the definition's own arguments, as QEMU arguments.
   local args, nics = {}, 0
