@@ -7,6 +7,9 @@ local guest = require "support.guest"
 local libvirtd = require "support.libvirtd"
 local pty = require "support.pty"
 local task = require "vmlua.task"
+local vmlua = require "vmlua"
+
+local read = require("vmlua.runtime").read_file
 
 local usable, why = libvirtd.usable()
 
@@ -119,6 +122,35 @@ vmlua.sleep(600)
       code, out, err = cli.run({ "rm", name }, 60)
       assert.are.equal(0, code, out .. err)
       assert.is_nil(entry(name))
+    end)
+  end)
+
+  describe("a share", function()
+    after_each(guest.cleanup)
+
+    it("is served by a virtiofsd that libvirt runs with the domain and ends with it", function()
+      local dir = guest.tmpdir()
+      cli.write(dir, "hello.txt", "hello from the host\n")
+      local vm = guest.vm("x86_64", { shares = { vmlua.share { host = dir, tag = "src" } } })
+      guest.boot(vm)
+      local out, status = vm:run("mount -t virtiofs src /mnt && cat /mnt/hello.txt && echo back > /mnt/back.txt")
+      assert.are.equal(0, status, out)
+      assert.matches("hello from the host", out)
+      assert.are.equal("back\n", read(dir .. "/back.txt"))
+      assert.are.equal(1, #daemon:pids("virtiofsd"))
+      assert.are.equal("graceful", vm:stop())
+      local deadline = core.now() + 10
+      while #daemon:pids("virtiofsd") > 0 and core.now() < deadline do task.sleep(0.2) end
+      assert.are.same({}, daemon:pids("virtiofsd"))
+    end)
+
+    it("read-only is refused at its line, before anything starts", function()
+      local ro = vmlua.share { host = "/tmp", tag = "ro", readonly = true }
+      local vm = guest.vm("x86_64", { shares = { ro } })
+      local ok, err = pcall(vm.start, vm)
+      assert.is_false(ok)
+      assert.matches("libvirt_spec%.lua:%d+: shares%[1%]: read%-only shares", tostring(err))
+      assert.are.same({}, daemon:qemu_pids())
     end)
   end)
 

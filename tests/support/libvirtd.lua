@@ -86,16 +86,22 @@ function Daemon:log()
 end
 
 -- The pids of the QEMU processes the daemon runs now (from its pid files).
-function Daemon:qemu_pids()
+-- The pids of the daemon's processes whose command line has `program`
+-- (libvirt keeps a pid file for each QEMU and virtiofsd it runs).
+function Daemon:pids(program)
   local pids, run = {}, self.dir .. "/run/qemu"
   if not core.stat(run) then return pids end
   for name in lfs.dir(run) do
     local pid = name:match("%.pid$") and tonumber(read(run .. "/" .. name) or "")
     local cmdline = pid and read("/proc/" .. pid .. "/cmdline")
-    if cmdline and cmdline:find("qemu-system", 1, true) then pids[#pids + 1] = pid end
+    if cmdline and cmdline:find(program, 1, true) then pids[#pids + 1] = pid end
   end
   table.sort(pids)
   return pids
+end
+
+function Daemon:qemu_pids()
+  return self:pids("qemu-system")
 end
 
 -- The file QEMU's stderr and libvirt's notes about domain `name` go to.

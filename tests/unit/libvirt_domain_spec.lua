@@ -230,22 +230,42 @@ describe("libvirt domain XML", function()
   end)
 
   it("gives the guest agent a virtio-serial channel, which libvirt itself connects to", function()
-    local without = assert(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux() }))
-    assert.is_nil(without:find("<channel", 1, true))
-    local xml = assert(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux(), agent = true }))
-    assert.matches("<channel type='unix'>%s*<target name='org%.qemu%.guest_agent%.0' type='virtio'/>%s*</channel>",
-                   xml)
+    assert.are.equal("", check(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux() }))("//channel"))
+    local x = check(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux(), agent = true }))
+    assert.are.equal(' type="unix"', x("//channel/@type"))
+    assert.are.equal(' type="virtio"', x("//channel/target/@type"))
+    assert.are.equal(' name="org.qemu.guest_agent.0"', x("//channel/target/@name"))
+  end)
+
+  it("gives each share a virtiofsd that libvirt runs, and the guest shared memory for it", function()
+    assert.are.equal("", check(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux() }))("//memoryBacking"))
+    local x = check(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux(), shares = {
+      config.share { host = "/srv/src", tag = "src" }, config.share { host = "/srv/a&b", tag = "data" } } }))
+    assert.are.equal(' type="memfd"', x("//memoryBacking/source/@type"))
+    assert.are.equal(' mode="shared"', x("//memoryBacking/access/@mode"))
+    assert.are.equal("2", x("count(//filesystem[@type='mount'][driver/@type='virtiofs'])"))
+    assert.are.equal(' dir="/srv/src"', x("//filesystem[1]/source/@dir"))
+    assert.are.equal(' dir="src"', x("//filesystem[1]/target/@dir"))
+    assert.are.equal(' dir="/srv/a&amp;b"', x("//filesystem[2]/source/@dir"))
+    assert.are.equal(' dir="data"', x("//filesystem[2]/target/@dir"))
+    assert.matches('^ path="/[^"]*virtiofsd"$', x("//filesystem[1]/binary/@path"))
   end)
 
   describe("refuses what the libvirt backend cannot run yet, naming the field", function()
     local cases = {
-      { "shares[1]", "virtio%-fs shares are",
-        function(s) s.shares = { config.share { host = "/tmp", tag = "src" } } end },
+      { "shares[1]", "read%-only shares %(libvirt 9%.0 runs virtiofsd without a read%-only mode%) are",
+        function(s) s.shares = { config.share { host = "/tmp", tag = "src", readonly = true } } end },
+      { "shares[1]", "a share is a directory of this machine, and the VM runs on another host "
+        .. "%(qemu%+ssh://h/system%): virtio%-fs shares there are",
+        function(s)
+          s.shares = { config.share { host = "/tmp", tag = "src" } }
+          s.backend = config.libvirt { uri = "qemu+ssh://h/system" }
+        end },
       { "net[2]", "LANs %(vmlua%.lan%) are", function(s) s.net = { config.nat {}, config.lan { name = "lab" } } end },
     }
     for _, case in ipairs(cases) do
       local field, what, change = table.unpack(case)
-      it(field, function()
+      it(field .. ": " .. what:gsub("%%", ""), function()
         local spec = { name = "dev", arch = "x86_64", boot = linux() }
         change(spec)
         local xml, err = domain.xml(vm(spec))

@@ -99,14 +99,32 @@ end
 
 local function refuse_unsupported(cfg)
   local where = cfg.where
-  if cfg.shares and cfg.shares[1] then
-    refuse(cfg.shares[1].where or where, "shares[1]", "virtio-fs shares are" .. unsupported)
-  end
   for i, n in ipairs(cfg.net) do
     if n.kind == "lan" then
       refuse(n.where or where, string.format("net[%d]", i), "LANs (vmlua.lan) are" .. unsupported)
     end
   end
+end
+
+-- A virtio-fs share: libvirt starts QEMU's virtiofsd for it with the
+-- domain and ends it with the domain (so it serves a domain that outlives
+-- its vmlua). The directory is the libvirt host's, so only a domain on this
+-- host gets one; and libvirt 9.0 runs virtiofsd without a read-only mode.
+local function share(cfg, s, i)
+  local w, field = s.where or cfg.where, string.format("shares[%d]", i)
+  local u = cfg.backend and cfg.backend.uri
+  if u and not require("vmlua.libvirt.uri").is_local(u) then
+    refuse(w, field, "a share is a directory of this machine, and the VM runs on another host (" .. u
+      .. "): virtio-fs shares there are" .. unsupported)
+  elseif s.readonly then
+    refuse(w, field, "read-only shares (libvirt 9.0 runs virtiofsd without a read-only mode) are" .. unsupported)
+  end
+  local virtiofsd = require "vmlua.qemu.virtiofsd"
+  return el("filesystem", { type = "mount", accessmode = "passthrough" },
+    el("driver", { type = "virtiofs" }),
+    el("binary", { path = xml_text(w, field, virtiofsd.binary() or virtiofsd.candidates[1]) }),
+    el("source", { dir = xml_text(w, field .. ".host", s.host) }),
+    el("target", { dir = xml_text(w, field .. ".tag", s.tag) }))
 end
 
 local function build(cfg, opts)
@@ -183,6 +201,7 @@ local function build(cfg, opts)
       el("target", { dev = disk_target(#cfg.disks + 1), bus = "virtio" }),
       el("readonly")))
   end
+  for i, s in ipairs(cfg.shares) do add(share(cfg, s, i)) end
   add(el("controller", { type = "usb", model = "none" }))
   add(el("serial", { type = "pty" }, el("target", { port = 0 })))
   add(el("console", { type = "pty" }, el("target", { type = "serial", port = 0 })))
@@ -227,6 +246,9 @@ local function build(cfg, opts)
     el("on_reboot", nil, cfg.reboot and "restart" or "destroy"), -- a guest's reboot ends the VM
     el("on_crash", nil, "destroy"),
     devices)
+  if #cfg.shares > 0 then -- virtiofsd maps the guest's memory
+    table.insert(root, 4, el("memoryBacking", nil, el("source", { type = "memfd" }), el("access", { mode = "shared" })))
+  end
   if #args > 0 then root[#root + 1] = el("qemu:commandline", nil, table.unpack(args)) end
   return root
 end
