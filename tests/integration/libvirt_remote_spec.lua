@@ -135,10 +135,49 @@ describe("a remote libvirt host (qemu+libssh through a private sshd)", function(
     assert.are.equal(plan[1].host, files(cfg.boot.kernel))
     assert.are.equal(4, #await(pool.volumes, pool))
 
-    -- An upload cut short leaves no marker: that volume is sent again.
+    -- An upload cut short leaves no marker: once it has stopped growing, that volume is sent again.
     assert.is_true(await(pool.delete, pool, plan[2].volume .. ".ok"))
-    again = select(2, assert(upload.prepare(conn, pool_name, new_cfg())))
+    local stall = upload.stall
+    upload.stall = 1
+    local ok, sent, err = pcall(upload.prepare, conn, pool_name, new_cfg())
+    upload.stall = stall
+    assert(ok and sent, tostring(sent) .. " " .. tostring(err))
+    again = err
     assert.are.same({ ["boot.kernel"] = "reuse", ["boot.initrd"] = "upload" }, actions(again))
+    assert.are.equal(sha256(plan[2].path), sha256(again[2].host))
+  end)
+
+  it("sends the same bytes once when two starts upload them at once: the other waits until they are whole", function()
+    local kernel = guest.copy(guest.files("x86_64").initrd, guest.tmpdir() .. "/unique")
+    local f = assert(io.open(kernel, "ab"))
+    f:write(string.format("%d-%d", core.getpid(), math.random(1e9))) -- bytes no earlier spec sent
+    f:close()
+    local hex = sha256(kernel)
+    local results, done = {}, 0
+    for i = 1, 2 do
+      task.spawn(function()
+        local ok, files, plan = pcall(upload.prepare, conn, pool_name,
+                                      new_cfg { boot = config.linux { kernel = kernel } })
+        local r = { ok = ok, files = files, plan = plan }
+        if ok and files then -- what the host has as this start goes on
+          r.marked = by_name(await(pool.volumes, pool))["vmlua-sha256-" .. hex .. ".ok"] ~= nil
+          r.hash = sha256(files(kernel))
+        end
+        results[i], done = r, done + 1
+      end)
+    end
+    local deadline = core.now() + 120
+    while done < 2 and core.now() < deadline do task.sleep(0.1) end
+    assert.are.equal(2, done)
+    local seen = {}
+    for _, r in ipairs(results) do
+      assert(r.ok and r.files, tostring(r.plan))
+      assert.is_true(r.marked, "a start went on before the upload was whole")
+      assert.are.equal(hex, r.hash)
+      seen[#seen + 1] = actions(r.plan)["boot.kernel"]
+    end
+    table.sort(seen)
+    assert.are.same({ "reuse", "upload" }, seen)
   end)
 
   it("uploads a writable disk once under the VM's name, holes as holes; then the host's copy is the disk", function()

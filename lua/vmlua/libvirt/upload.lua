@@ -6,8 +6,10 @@
 -- ephemeral disk, the cloud-init seed) are named by their content,
 -- `vmlua-sha256-HEX`: the same bytes are uploaded once, whatever VM or
 -- path they come from, and a second start uploads nothing. A small marker
--- volume, NAME.ok, is made once an upload is whole: a volume without one
--- (an upload cut short by a killed vmlua) is deleted and sent again.
+-- volume, NAME.ok, is made once an upload is whole. A volume without one
+-- is another vmlua's upload of the same bytes, which this one waits for
+-- while the volume grows, or one cut short (its vmlua was killed), which
+-- is deleted and sent again once it has not grown for upload.stall seconds.
 --
 -- Writable disks and EFI variable stores are named by the VM and the disk
 -- (`vmlua-VM-disk1`, `vmlua-VM-vars`), not by content: their content
@@ -128,6 +130,55 @@ end
 local MARKER = "<volume><name>%s.ok</name><capacity unit='bytes'>0</capacity>" ..
                "<target><format type='raw'/></target></volume>"
 
+-- The pool's volumes by name, or nil and why.
+local function list(pool)
+  local volumes, err = connection.call(pool, "volumes")
+  if not volumes then return nil, err end
+  local present = {}
+  for _, v in ipairs(volumes) do present[v.name] = v end
+  return present
+end
+
+--- Seconds that a content volume without its marker may go without growing
+-- before it counts as an upload cut short (its vmlua was killed) and is sent again.
+upload.stall = 10
+
+-- Makes content volume item.volume whole on the host: the path of the
+-- volume, or nil and why. Creating a volume fails when it exists, so of two
+-- vmlua processes sending the same bytes one uploads; the other waits for
+-- the marker while the volume grows, and replaces it when it stops growing.
+local function whole(pool, item, present)
+  local name, seen, since = item.volume, nil, core.now()
+  while true do
+    local have = present[name]
+    if have and present[name .. ".ok"] then
+      item.action, item.host = "reuse", have.path
+      return have.path
+    elseif not have then
+      local path, e, stats = await_upload(pool, item.path, name)
+      if path then
+        connection.call(pool, "create_volume", MARKER:format(name))
+        item.action, item.host, item.bytes, item.seconds = "upload", path, stats.bytes, stats.seconds
+        return path
+      end
+      local err
+      present, err = list(pool) -- a failed upload leaves no volume: one there now is another's
+      if not present then return nil, err end
+      if not present[name] then return nil, e end
+    else
+      if have.allocation ~= seen then
+        seen, since = have.allocation, core.now()
+      elseif core.now() - since >= upload.stall then
+        connection.call(pool, "delete", name) -- an upload cut short
+      end
+      task.sleep(0.5)
+      local err
+      present, err = list(pool)
+      if not present then return nil, err end
+    end
+  end
+end
+
 --- Uploads what the domain of `cfg` reads into pool `pool_name` of the host
 -- behind `conn`, or (opts.dry) only says what it would upload.
 -- Returns `files`, for domain.xml's opts.files (a local path to its path
@@ -145,11 +196,9 @@ function upload.prepare(conn, pool_name, cfg, opts)
   opts = opts or {}
   local pool, err = connection.call(conn, "pool", pool_name)
   if not pool then return nil, err end
-  local volumes
-  volumes, err = connection.call(pool, "volumes")
-  if not volumes then pool:free(); return nil, err end
-  local present = {}
-  for _, v in ipairs(volumes) do present[v.name] = v end
+  local present
+  present, err = list(pool)
+  if not present then pool:free(); return nil, err end
   local plan, map = upload.items(cfg, opts.paths), {}
   local function fail(item, why)
     pool:free()
@@ -199,19 +248,8 @@ function upload.prepare(conn, pool_name, cfg, opts)
       elseif opts.dry then
         item.action = "would upload"
       else
-        if have then connection.call(pool, "delete", item.volume) end
-        local path, e = send(item, item.path, item.volume)
-        if path then
-          if not present[item.volume .. ".ok"] then
-            connection.call(pool, "create_volume", MARKER:format(item.volume))
-          end
-        else
-          -- another vmlua may be uploading the same bytes: theirs will do
-          local again = connection.call(pool, "volumes") or {}
-          for _, v in ipairs(again) do if v.name == item.volume then path = v.path end end
-          if not path then return fail(item, e) end
-          item.action, item.host = "reuse", path
-        end
+        local path, e = whole(pool, item, present)
+        if not path then return fail(item, e) end
       end
     end
     if item.host then map[item.path] = item.host end
