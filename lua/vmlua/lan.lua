@@ -102,12 +102,13 @@ function lan.switch_command(name, root)
 end
 
 -- QEMU's arguments for the net device `n` (a LAN) with the id `id`; `add`
--- appends arguments and `escape` quotes a value inside an option string.
-function lan.qemu_args(n, id, add, escape)
+-- appends arguments, `escape` quotes a value inside an option string, and
+-- `placement` (or nil) ends the device's options (libvirt's bus and slot).
+function lan.qemu_args(n, id, add, escape, placement)
   local p = lan.paths(n.name)
   add("-chardev", string.format("file,id=%s-hold,path=%s", id, escape(p.hold)))
   add("-netdev", string.format("vde,id=%s,sock=%s", id, escape(p.switch)))
-  add("-device", string.format("virtio-net-pci,netdev=%s,mac=%s", id, n.mac))
+  add("-device", string.format("virtio-net-pci,netdev=%s,mac=%s%s", id, n.mac, placement or ""))
 end
 
 -- Whether a switch listens on the LAN's control socket now.

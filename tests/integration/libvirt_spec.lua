@@ -125,6 +125,50 @@ vmlua.sleep(600)
     end)
   end)
 
+  describe("a LAN", function()
+    local instance
+    after_each(function()
+      guest.cleanup()
+      if instance then
+        cli.run({ "stop", "--force", instance }, 60)
+        cli.run({ "rm", "--force", instance }, 60)
+      end
+      instance = nil
+    end)
+
+    it("joins a libvirt VM and a QEMU instance of another vmlua; its switch ends with the last", function()
+      local lan = require "vmlua.lan"
+      local lan_name = "lv-lan-" .. core.getpid()
+      local files = guest.files("x86_64")
+      instance = "lv-lan-qemu-" .. core.getpid()
+      local code, out, err = cli.run({ cli.write(guest.tmpdir(), "qemu.lua", string.format([[
+local vmlua = require "vmlua"
+local vm = vmlua.vm { name = %q, arch = "x86_64", memory = "256M",
+  boot = vmlua.linux { kernel = %q, initrd = %q }, net = { vmlua.lan { name = %q } } }
+vm:start { detach = true }
+vm:expect("vmlua# ", { timeout = 180 })
+assert(select(2, vm:run("ip addr add 192.168.78.1/24 dev eth0 && ip link set eth0 up")) == 0)
+]], instance, files.kernel, files.initrd, lan_name)) }, 300)
+      assert.are.equal(0, code, out .. err)
+
+      local vm = guest.vm("x86_64", { net = { vmlua.lan { name = lan_name } } })
+      guest.boot(vm)
+      assert.are.equal(1, #daemon:qemu_pids()) -- libvirt runs this one, vmlua's QEMU the other
+      assert.are.equal(lan.mac(vm.name, lan_name) .. "\n", vm:run("cat /sys/class/net/eth0/address"))
+      assert.are.equal(0, select(2, vm:run("ip addr add 192.168.78.2/24 dev eth0 && ip link set eth0 up")))
+      local ping, status = vm:run("ping -c 2 -W 5 192.168.78.1", { timeout = 60 })
+      assert.are.equal(0, status, ping)
+
+      -- The domain's QEMU holds the LAN: its switch runs on after the other VM, and ends with the domain.
+      assert.are.equal(0, (cli.run({ "stop", "--force", instance }, 60)))
+      assert.is_true(lan.running(lan_name), "the switch ended while the domain was on the LAN")
+      assert.are.equal("graceful", vm:stop())
+      local deadline = core.now() + 20
+      while lan.running(lan_name) and core.now() < deadline do task.sleep(0.2) end
+      assert.is_false(lan.running(lan_name), "the switch outlived the domain")
+    end)
+  end)
+
   describe("a share", function()
     after_each(guest.cleanup)
 

@@ -237,6 +237,20 @@ describe("libvirt domain XML", function()
     assert.are.equal(' name="org.qemu.guest_agent.0"', x("//channel/target/@name"))
   end)
 
+  it("joins a LAN's switch through QEMU's own arguments, on the next fixed slot", function()
+    local lan = require "vmlua.lan"
+    local x = check(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux(),
+                                    net = { config.nat {}, config.lan { name = "lab" } } }))
+    local p = lan.paths("lab")
+    assert.are.same({
+      "-netdev", "user,id=net0",
+      "-device", "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x10",
+      "-chardev", "file,id=net1-hold,path=" .. p.hold,
+      "-netdev", "vde,id=net1,sock=" .. p.switch,
+      "-device", "virtio-net-pci,netdev=net1,mac=" .. lan.mac("dev", "lab") .. ",bus=pcie.0,addr=0x11",
+    }, qemu_args(x))
+  end)
+
   it("gives each share a virtiofsd that libvirt runs, and the guest shared memory for it", function()
     assert.are.equal("", check(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux() }))("//memoryBacking"))
     local x = check(domain.xml(vm { name = "dev", arch = "x86_64", boot = linux(), shares = {
@@ -261,7 +275,12 @@ describe("libvirt domain XML", function()
           s.shares = { config.share { host = "/tmp", tag = "src" } }
           s.backend = config.libvirt { uri = "qemu+ssh://h/system" }
         end },
-      { "net[2]", "LANs %(vmlua%.lan%) are", function(s) s.net = { config.nat {}, config.lan { name = "lab" } } end },
+      { "net[2]", "LAN lab is a switch on this machine, and the VM runs on another host %(qemu%+ssh://h/system%): "
+        .. "LANs there are",
+        function(s)
+          s.net = { config.nat {}, config.lan { name = "lab" } }
+          s.backend = config.libvirt { uri = "qemu+ssh://h/system" }
+        end },
     }
     for _, case in ipairs(cases) do
       local field, what, change = table.unpack(case)

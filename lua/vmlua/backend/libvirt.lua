@@ -287,6 +287,8 @@ function backend.launch(vm)
     if not files then return nil, "libvirt " .. b.uri .. ": " .. problem end
     vm.uploads = problem
   end
+  vm.lan_holds, problem = require("vmlua.lan").join_all(cfg) -- each LAN's switch runs until QEMU holds it
+  if not vm.lan_holds then return nil, problem end
   vm.accel, vm.shut_down, vm.first_resume = accel(cfg), false, true
   local xml, carried
   carried, problem = remote_forwards(cfg, here)
@@ -323,9 +325,12 @@ function backend.launch(vm)
   return true
 end
 
---- After backend.launch, even one that raised. Nothing to do: libvirt holds what the domain needs.
+--- After backend.launch, even one that raised: the domain's QEMU holds its LANs now, or has ended.
 -- @param vm the VM
-function backend.launched(vm) local _ = vm end
+function backend.launched(vm)
+  if vm.lan_holds then require("vmlua.lan").release(vm.lan_holds) end
+  vm.lan_holds = nil
+end
 
 --- A client of the VM's guest agent once it answers: libvirt passes its commands through (libvirt/agent.lua).
 -- @param vm the VM

@@ -3,10 +3,11 @@
 --
 -- What libvirt 9.0 cannot say is said to QEMU through the qemu namespace
 -- (<qemu:commandline>): NAT networks, because libvirt drops <portForward>
--- on user interfaces without a word, and the definition's own qemu = {...}.
--- Their NICs sit on the root bus at fixed slots from domain.nic_slot up,
--- above the slots libvirt fills from 1 (its root ports) and below the
--- ones q35 keeps (0x1b audio, 0x1d USB, 0x1e bridge, 0x1f LPC and SATA).
+-- on user interfaces without a word, LANs (QEMU's vde netdev on vmlua's
+-- switch, lan.lua) and the definition's own qemu = {...}. Their NICs sit
+-- on the root bus at fixed slots from domain.nic_slot up, above the slots
+-- libvirt fills from 1 (its root ports) and below the ones q35 keeps (0x1b
+-- audio, 0x1d USB, 0x1e bridge, 0x1f LPC and SATA).
 -- QEMU makes such plain -device arguments before libvirt's own (JSON)
 -- ones, so a PCI device in qemu = {...} needs its own bus and addr too,
 -- or it takes slot 1 from libvirt's first root port and QEMU refuses.
@@ -97,24 +98,21 @@ local function disk_target(i)
   return "vd" .. name
 end
 
-local function refuse_unsupported(cfg)
-  local where = cfg.where
-  for i, n in ipairs(cfg.net) do
-    if n.kind == "lan" then
-      refuse(n.where or where, string.format("net[%d]", i), "LANs (vmlua.lan) are" .. unsupported)
-    end
-  end
-end
-
 -- A virtio-fs share: libvirt starts QEMU's virtiofsd for it with the
 -- domain and ends it with the domain (so it serves a domain that outlives
 -- its vmlua). The directory is the libvirt host's, so only a domain on this
 -- host gets one; and libvirt 9.0 runs virtiofsd without a read-only mode.
+-- The URI of the VM's libvirt host when that is another machine, else nil.
+local function elsewhere(cfg)
+  local u = cfg.backend and cfg.backend.uri
+  if u and not require("vmlua.libvirt.uri").is_local(u) then return u end
+  return nil
+end
+
 local function share(cfg, s, i)
   local w, field = s.where or cfg.where, string.format("shares[%d]", i)
-  local u = cfg.backend and cfg.backend.uri
-  if u and not require("vmlua.libvirt.uri").is_local(u) then
-    refuse(w, field, "a share is a directory of this machine, and the VM runs on another host (" .. u
+  if elsewhere(cfg) then
+    refuse(w, field, "a share is a directory of this machine, and the VM runs on another host (" .. elsewhere(cfg)
       .. "): virtio-fs shares there are" .. unsupported)
   elseif s.readonly then
     refuse(w, field, "read-only shares (libvirt 9.0 runs virtiofsd without a read-only mode) are" .. unsupported)
@@ -134,7 +132,6 @@ local function build(cfg, opts)
     refuse(where, "arch", string.format("%s is not supported (%s)", tostring(cfg.arch),
       table.concat(qemu.supported(), ", ")))
   end
-  refuse_unsupported(cfg)
   local accel = opts.accel or "tcg"
   local kind = ({ tcg = "qemu", kvm = "kvm", hvf = "hvf" })[accel]
   if not kind then refuse(nil, "accel", string.format('"%s" is not an accelerator libvirt runs', tostring(accel))) end
@@ -214,19 +211,29 @@ local function build(cfg, opts)
   local args, nics = {}, 0
   local function arg(field, v) args[#args + 1] = el("qemu:arg", { value = xml_text(where, field, v) }) end
   for i, n in ipairs(cfg.net) do
-    local id = "net" .. (i - 1)
+    local id, field = "net" .. (i - 1), string.format("net[%d]", i)
     if nics == domain.nic_slots then
-      refuse(n.where or where, string.format("net[%d]", i),
-        string.format("more than %d NAT networks are%s", domain.nic_slots, unsupported))
+      refuse(n.where or where, field, string.format("more than %d networks are%s", domain.nic_slots, unsupported))
     end
-    local opt = { "user", "id=" .. id }
-    for _, f in ipairs(n.forward) do
-      opt[#opt + 1] = string.format("hostfwd=%s:%s:%d-:%d", f.protocol or "tcp", f.address, f.host, f.guest)
+    local slot = string.format(",bus=pcie.0,addr=0x%x", domain.nic_slot + nics)
+    if n.kind == "lan" then -- QEMU joins the LAN's switch on this machine (lan.lua)
+      if elsewhere(cfg) then
+        refuse(n.where or where, field, "LAN " .. n.name .. " is a switch on this machine, and the VM runs on "
+          .. "another host (" .. elsewhere(cfg) .. "): LANs there are" .. unsupported)
+      end
+      require("vmlua.lan").qemu_args(n, id, function(...)
+        for _, v in ipairs { ... } do arg(field, v) end
+      end, qemu.escape, slot)
+    else
+      local opt = { "user", "id=" .. id }
+      for _, f in ipairs(n.forward) do
+        opt[#opt + 1] = string.format("hostfwd=%s:%s:%d-:%d", f.protocol or "tcp", f.address, f.host, f.guest)
+      end
+      arg(field, "-netdev")
+      arg(field, table.concat(opt, ","))
+      arg(field, "-device")
+      arg(field, "virtio-net-pci,netdev=" .. id .. slot)
     end
-    arg("net", "-netdev")
-    arg("net", table.concat(opt, ","))
-    arg("net", "-device")
-    arg("net", string.format("virtio-net-pci,netdev=%s,bus=pcie.0,addr=0x%x", id, domain.nic_slot + nics))
     nics = nics + 1
   end
   if acpi_by_qemu then
