@@ -212,7 +212,7 @@ function validate.vm(cfg)
     else
       tags[sh.tag] = i
     end
-    local problem = i == 1 and use("qemu.virtiofsd").problem()
+    local problem = i == 1 and use("qemu.virtiofsd").problem(cfg.backend ~= nil)
     if problem then share_err("host", "%s", problem) end
   end
 

@@ -52,6 +52,24 @@ describe("plan", function()
   end
 
   describe("text", function()
+    it("shows libvirt's domain for a VM on the libvirt backend, with its share, LAN and agent", function()
+      local cfg = config.vm({
+        name = "dev", arch = "x86_64", memory = "512M", agent = true,
+        backend = config.libvirt { uri = "qemu:///system" },
+        boot = config.linux { kernel = "/k/vmlinuz" },
+        shares = { config.share { host = "/srv/src", tag = "src" } },
+        net = { config.lan { name = "lab" } },
+      }, 2)
+      local text = plan.text(cfg)
+      assert.matches("\n  backend   libvirt qemu:///system (backend)\n", text, 1, true)
+      assert.matches("\n            virtiofsd: libvirt's, started and ended with the domain", text, 1, true)
+      assert.is_nil(text:find("--socket-path", 1, true)) -- vmlua runs no virtiofsd of its own
+      assert.matches("<target dir='src'/>", text, 1, true)
+      assert.matches("<target name='org.qemu.guest_agent.0' type='virtio'/>", text, 1, true)
+      assert.matches("<qemu:arg value='vde,id=net0,sock=" .. require("vmlua.lan").paths("lab").switch .. "'/>", text,
+                     1, true)
+    end)
+
     it("shows the resolved x86_64 VM and its command", function()
       local cfg = x86()
       local text = plan.text(cfg)

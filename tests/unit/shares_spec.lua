@@ -89,6 +89,21 @@ return v]]).config
     end)
   end)
 
+  describe("virtiofsd", function()
+    it("needs root when vmlua runs it, and not when libvirtd does", function()
+      local core = require "vmlua.core"
+      local virtiofsd = require "vmlua.qemu.virtiofsd"
+      if not virtiofsd.binary() then pending("no virtiofsd on this host") return end
+      local getuid = core.getuid
+      core.getuid = function() return 1000 end
+      local ok, own, libvirts = pcall(function() return virtiofsd.problem(), virtiofsd.problem(true) end)
+      core.getuid = getuid
+      assert(ok, own)
+      assert.matches("^shares need root", own)
+      assert.is_nil(libvirts)
+    end)
+  end)
+
   describe("reboot and qemu", function()
     it("default to a VM that ends when the guest reboots, with no extra arguments", function()
       local cfg = vm('local v = vmlua.vm { boot = vmlua.linux { kernel = "vmlinuz" } }\nreturn v').config

@@ -31,12 +31,13 @@ function virtiofsd.binary()
   return nil
 end
 
--- Why shares cannot run on this host, or nil.
-function virtiofsd.problem()
+-- Why shares cannot run on this host, or nil; `by_libvirt`: libvirtd runs
+-- the daemon, so vmlua itself needs no root.
+function virtiofsd.problem(by_libvirt)
   if not virtiofsd.binary() then
     return string.format("shares need QEMU's virtiofsd (Debian package %s), which is not at %s",
       virtiofsd.package, table.concat(virtiofsd.candidates, " or "))
-  elseif core.getuid() ~= 0 then
+  elseif core.getuid() ~= 0 and not by_libvirt then
     return "shares need root: QEMU's virtiofsd runs only as root (it sandboxes itself in namespaces)"
   end
   return nil
