@@ -451,7 +451,7 @@ function VM:_end_reason()
   if self.panicked or (reset and tail:find("Kernel panic", 1, true)) then
     return "error", "the guest kernel panicked"
   elseif self.qmp_lost then
-    return "error", "the QMP connection closed: " .. self.qmp_lost
+    return "error", self.backend.lost and self.backend.lost(self) or ("the QMP connection closed: " .. self.qmp_lost)
   elseif self.start_failure and self.stop_requested then
     return "error", self.start_failure
   elseif self.stop_requested and (self.forced or self.shutdown or code == 0) then

@@ -169,6 +169,30 @@ assert(select(2, vm:run("ip addr add 192.168.78.1/24 dev eth0 && ip link set eth
     end)
   end)
 
+  describe("when libvirtd goes away", function()
+    local other
+    after_each(function()
+      config.connect = daemon.uri
+      guest.cleanup()
+      if other then other:stop() end
+      other = nil
+    end)
+
+    it("its VM ends in error naming the connection and the domain it lost, and a later call says so", function()
+      other = libvirtd.start()
+      config.connect = other.uri
+      local vm = guest.boot(guest.vm("x86_64"))
+      assert.are.equal(0, (libvirtd.run { "kill", "-KILL", tostring(other.daemon_pid) }))
+      vm:wait("error", { timeout = 30 })
+      local uri = other.uri:gsub("%p", "%%%0")
+      assert.matches("^vmlua lost libvirt's connection to " .. uri .. " %(eof%): the domain may still run there "
+        .. "%(virsh %-c " .. uri .. " list%)$", vm.reason)
+      local ok, err = pcall(vm.run, vm, "true", { timeout = 5 })
+      assert.is_false(ok)
+      assert.matches("^vm " .. vm.name:gsub("%p", "%%%0") .. ": cannot run: it is error %(vmlua lost", tostring(err))
+    end)
+  end)
+
   describe("a share", function()
     after_each(guest.cleanup)
 

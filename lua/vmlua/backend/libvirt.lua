@@ -118,7 +118,7 @@ local function watch(vm, c)
     end,
     closed = function(reason)
       if vm.exit_status then return end
-      vm.qmp_lost = "libvirt's connection to " .. vm.config.backend.uri .. " ended (" .. tostring(reason) .. ")"
+      vm.qmp_lost = tostring(reason)
       if vm.qmp then vm.qmp:close() end
       vm:_exited(nil, nil)
     end,
@@ -353,6 +353,15 @@ local ENDED_BY = {
 function backend.exit_reason(vm)
   local how = vm.stopped_as or "unknown"
   return ENDED_BY[how] or ("the domain stopped (libvirt: " .. how .. ")")
+end
+
+--- Why the VM ended when libvirt's connection did: the domain may run on.
+-- @param vm the VM, with vm.qmp_lost (libvirt's reason)
+-- @treturn string
+function backend.lost(vm)
+  local u = vm.config.backend.uri
+  return string.format("vmlua lost libvirt's connection to %s (%s): the domain may still run there (virsh -c %s list)",
+                       u, vm.qmp_lost, u)
 end
 
 --- Releases the domain's reference and the VM's hold on the connection once it has ended.
