@@ -1,7 +1,9 @@
 --- The VM object: a validated configuration and a life cycle modelled on
 -- VZVirtualMachine: observable states, and operations that are allowed only
 -- in some of them. A backend (vmlua.backend.*) runs the guest and gives the
--- VM a QMP-shaped monitor, a process handle and a console.
+-- VM a QMP-shaped monitor, a process handle and a console. Its functions:
+-- launch, launched, exit_reason, release and agent; optional: adopt (take
+-- over a guest no vmlua serves) and lost (why, when the monitor was lost).
 -- @module vmlua.machine
 local core = require "vmlua.core"
 local config = require "vmlua.config"
