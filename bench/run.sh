@@ -4,9 +4,9 @@
 # its guest idles, console throughput through vmlua against QEMU
 # writing the console to a file, restore from a snapshot against a cold
 # boot, the Debian guest's boot to ssh with vmlua's footprint while it
-# idles, and boot and stop through libvirt (vmlua's backend, virsh, QEMU
-# by hand; needs root, for a private libvirtd). They print tables; they
-# never fail on timing.
+# idles, boot and stop through libvirt (vmlua's backend, virsh, QEMU by
+# hand) and a command through the guest agent (needs root, for a private
+# libvirtd). They print tables; they never fail on timing.
 set -eu
 cd "$(dirname "$0")/.."
 VMLUA=build/bin/vmlua
@@ -30,3 +30,6 @@ echo "== the Debian guest: boot to ssh through vmlua against QEMU run directly; 
 echo
 echo "== through libvirt: boot to prompt and stop, vmlua's backend against virsh create and QEMU by hand"
 "$VMLUA" bench/libvirt.lua -n 5
+echo
+echo "== a command through the guest agent: vm:run on libvirt, virsh qemu-agent-command, vm:run on QEMU"
+"$VMLUA" bench/agent.lua -n 20
