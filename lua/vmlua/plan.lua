@@ -106,7 +106,7 @@ function plan.text(cfg)
   local paths = runtime.paths(cfg.name)
   for i, s in ipairs(cfg.shares or {}) do
     say("  share%-4d %s as tag %s (%s)", i - 1, s.host, s.tag, s.readonly and "read-only" or "read-write")
-    if cfg.backend then
+    if cfg.backend and not s.readonly then
       say("            virtiofsd: libvirt's, started and ended with the domain (its <filesystem>)")
     else
       say("            virtiofsd%s:", s.readonly and ", in a mount namespace of its own where the directory is a "
@@ -246,7 +246,7 @@ function plan.describe(cfg)
     local d = use("qemu.virtiofsd").command(s, i, paths)
     shares[i] = { host = s.host, tag = s.tag, readonly = s.readonly, where = where(s.where), socket = d.socket,
                   daemon = { file = d.file, argv = d.args, readonly_view = d.readonly or core.null } }
-    if cfg.backend then shares[i].socket, shares[i].daemon = core.null, "libvirt" end -- in its <filesystem>
+    if cfg.backend and not s.readonly then shares[i].socket, shares[i].daemon = core.null, "libvirt" end
   end
   local cmd = command(cfg)
   local seed = cfg.cloudinit and use("cloudinit").describe(cfg)

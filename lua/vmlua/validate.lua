@@ -196,7 +196,7 @@ function validate.vm(cfg)
     end
   end
 
-  local tags = {}
+  local tags, daemon_problem = {}, nil
   for i, sh in ipairs(cfg.shares or {}) do
     local function share_err(field, fmt, ...) err(sh.where, string.format("shares[%d].%s", i, field), fmt, ...) end
     local st = core.stat(sh.host)
@@ -212,8 +212,12 @@ function validate.vm(cfg)
     else
       tags[sh.tag] = i
     end
-    local problem = i == 1 and use("qemu.virtiofsd").problem(cfg.backend ~= nil)
-    if problem then share_err("host", "%s", problem) end
+    -- libvirtd runs a read-write share's daemon on libvirt, vmlua every other
+    local problem = not daemon_problem and use("qemu.virtiofsd").problem(cfg.backend ~= nil and not sh.readonly)
+    if problem then
+      daemon_problem = problem
+      share_err("host", "%s", problem)
+    end
   end
 
   -- The seed is built at start (never by vmlua plan), with tools this host must have.

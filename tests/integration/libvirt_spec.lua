@@ -212,13 +212,26 @@ assert(select(2, vm:run("ip addr add 192.168.78.1/24 dev eth0 && ip link set eth
       assert.are.same({}, daemon:pids("virtiofsd"))
     end)
 
-    it("read-only is refused at its line, before anything starts", function()
-      local ro = vmlua.share { host = "/tmp", tag = "ro", readonly = true }
-      local vm = guest.vm("x86_64", { shares = { ro } })
-      local ok, err = pcall(vm.start, vm)
-      assert.is_false(ok)
-      assert.matches("libvirt_spec%.lua:%d+: shares%[1%]: read%-only shares", tostring(err))
-      assert.are.same({}, daemon:qemu_pids())
+    it("read-only is served by vmlua's own virtiofsd: the guest reads, every write is refused", function()
+      local dir = guest.tmpdir()
+      cli.write(dir, "hello.txt", "hello from the host\n")
+      local vm = guest.vm("x86_64", { shares = { vmlua.share { host = dir, tag = "ro", readonly = true } } })
+      local socket = require("vmlua.runtime").share_socket(require("vmlua.runtime").paths(vm.name), 1)
+      guest.boot(vm)
+      local out, status = vm:run("mount -t virtiofs ro /mnt && cat /mnt/hello.txt")
+      assert.are.equal(0, status, out)
+      assert.matches("hello from the host", out)
+      for _, cmd in ipairs { "echo x > /mnt/new.txt", "echo x >> /mnt/hello.txt", "rm /mnt/hello.txt" } do
+        out, status = vm:run(cmd)
+        assert.are_not.equal(0, status, cmd .. " was allowed")
+        assert.matches("Read%-only file system", out, cmd)
+      end
+      assert.are.equal("hello from the host\n", read(dir .. "/hello.txt"))
+      assert.is_nil(read(dir .. "/new.txt"))
+      assert.are.same({}, daemon:pids("virtiofsd")) -- none of libvirt's
+      assert.is_true(core.stat(socket) ~= nil, "vmlua's virtiofsd does not listen on " .. socket)
+      assert.are.equal("graceful", vm:stop())
+      assert.is_nil(core.stat(socket), "vmlua's virtiofsd outlived the domain")
     end)
   end)
 

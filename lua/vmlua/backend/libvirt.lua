@@ -297,6 +297,9 @@ function backend.launch(vm)
                            { accel = vm.accel, paths = paths, files = files })
   if not xml then return nil, problem end
 
+  -- a read-only share's daemon is vmlua's (libvirt/domain.lua); libvirt's QEMU connects to it
+  vm.daemons, problem = require("vmlua.qemu.virtiofsd").start(cfg, paths, function(s) return s.readonly end)
+  if not vm.daemons then return nil, problem end
   new_console(vm)
   if vm.stop_requested then return nil, "it was stopped as it started" end
   local dom
@@ -373,6 +376,8 @@ function backend.release(vm)
     vm.tunnel:close()
   end
   vm.tunnel = nil
+  if vm.daemons then require("vmlua.qemu.virtiofsd").stop(vm.daemons) end
+  vm.daemons = nil
   if vm.domain then vm.domain:free() end
   vm.domain = nil
   if vm.uploads and vm.connection then -- its ephemeral disks' overlays on the host

@@ -98,10 +98,6 @@ local function disk_target(i)
   return "vd" .. name
 end
 
--- A virtio-fs share: libvirt starts QEMU's virtiofsd for it with the
--- domain and ends it with the domain (so it serves a domain that outlives
--- its vmlua). The directory is the libvirt host's, so only a domain on this
--- host gets one; and libvirt 9.0 runs virtiofsd without a read-only mode.
 -- The URI of the VM's libvirt host when that is another machine, else nil.
 local function elsewhere(cfg)
   local u = cfg.backend and cfg.backend.uri
@@ -109,20 +105,29 @@ local function elsewhere(cfg)
   return nil
 end
 
-local function share(cfg, s, i)
+-- A virtio-fs share. libvirt starts QEMU's virtiofsd for a read-write one
+-- with the domain and ends it with the domain (so it serves a domain that
+-- outlives its vmlua). libvirt 9.0 runs virtiofsd without a read-only mode,
+-- so a read-only share's daemon is vmlua's own, as on the QEMU backend (in
+-- a mount namespace where the directory is read-only), and libvirt's QEMU
+-- connects to its socket. The directory is this machine's, so only a domain
+-- on this host gets one.
+local function share(cfg, s, i, paths)
   local w, field = s.where or cfg.where, string.format("shares[%d]", i)
   if elsewhere(cfg) then
     refuse(w, field, "a share is a directory of this machine, and the VM runs on another host (" .. elsewhere(cfg)
       .. "): virtio-fs shares there are" .. unsupported)
-  elseif s.readonly then
-    refuse(w, field, "read-only shares (libvirt 9.0 runs virtiofsd without a read-only mode) are" .. unsupported)
   end
-  local virtiofsd = require "vmlua.qemu.virtiofsd"
-  return el("filesystem", { type = "mount", accessmode = "passthrough" },
-    el("driver", { type = "virtiofs" }),
-    el("binary", { path = xml_text(w, field, virtiofsd.binary() or virtiofsd.candidates[1]) }),
-    el("source", { dir = xml_text(w, field .. ".host", s.host) }),
-    el("target", { dir = xml_text(w, field .. ".tag", s.tag) }))
+  local fs = el("filesystem", { type = "mount", accessmode = "passthrough" }, el("driver", { type = "virtiofs" }))
+  if s.readonly then
+    fs[#fs + 1] = el("source", { socket = xml_text(w, field, runtime.share_socket(paths, i)) })
+  else
+    local virtiofsd = require "vmlua.qemu.virtiofsd"
+    fs[#fs + 1] = el("binary", { path = xml_text(w, field, virtiofsd.binary() or virtiofsd.candidates[1]) })
+    fs[#fs + 1] = el("source", { dir = xml_text(w, field .. ".host", s.host) })
+  end
+  fs[#fs + 1] = el("target", { dir = xml_text(w, field .. ".tag", s.tag) })
+  return fs
 end
 
 local function build(cfg, opts)
@@ -198,7 +203,7 @@ local function build(cfg, opts)
       el("target", { dev = disk_target(#cfg.disks + 1), bus = "virtio" }),
       el("readonly")))
   end
-  for i, s in ipairs(cfg.shares) do add(share(cfg, s, i)) end
+  for i, s in ipairs(cfg.shares) do add(share(cfg, s, i, paths)) end
   add(el("controller", { type = "usb", model = "none" }))
   add(el("serial", { type = "pty" }, el("target", { port = 0 })))
   add(el("console", { type = "pty" }, el("target", { type = "serial", port = 0 })))

@@ -100,17 +100,20 @@ local function start_one(s, i, paths)
   return nil, string.format("virtiofsd for %s %s%s", s.host, why, words ~= "" and (": " .. words) or "")
 end
 
--- Starts a daemon per share of cfg: the list of processes, or nil and why
--- (naming the share). Nothing is left running on failure.
-function virtiofsd.start(cfg, paths)
+-- Starts a daemon per share of cfg (or per share for which `which(share)`
+-- holds): the list of processes, or nil and why (naming the share).
+-- Nothing is left running on failure.
+function virtiofsd.start(cfg, paths, which)
   local list = {}
   for i, s in ipairs(cfg.shares or {}) do
-    local proc, err = start_one(s, i, paths)
-    if not proc then
-      virtiofsd.stop(list)
-      return nil, string.format("shares[%d]: %s", i, err)
+    if not which or which(s) then
+      local proc, err = start_one(s, i, paths)
+      if not proc then
+        virtiofsd.stop(list)
+        return nil, string.format("shares[%d]: %s", i, err)
+      end
+      list[#list + 1] = proc
     end
-    list[i] = proc
   end
   return list
 end
