@@ -13,23 +13,6 @@ local libvirtd = require "support.libvirtd"
 
 local as_root = libvirtd.usable() and it or pending
 
--- A TCP port nothing listens on now.
-local function free_port()
-  while true do
-    local port = math.random(20000, 40000)
-    if #helpers.listeners(port) == 0 then return port end
-  end
-end
-
--- An HTTP GET through bash's /dev/tcp; returns the body.
-local function fetch(port)
-  local p = assert(io.popen("timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port ..
-                            " && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' 2>&1"))
-  local response = p:read("a")
-  p:close()
-  return response:match("\r\n\r\n(.*)$") or response
-end
-
 -- The guest's serial console as a TCP server of QEMU's on 127.0.0.1:port,
 -- in place of the pty that vmlua streams through libvirt's API: the spec
 -- only needs to read the prompt and type a command.
@@ -90,7 +73,7 @@ describe("libvirt domain XML", function()
     as_root(arch .. ": boots to the prompt, forwards a port from 127.0.0.1, and shuts down by ACPI", function()
       local files = guest.files(arch)
       local name = string.format("libvirt-domain-%d-%s", core.getpid(), arch)
-      local host_port, console_port = free_port(), free_port()
+      local host_port, console_port = assert(core.free_port("127.0.0.1")), assert(core.free_port("127.0.0.1"))
       local cfg = config.vm({
         name = name, arch = arch, memory = "256M",
         boot = config.linux { kernel = files.kernel, initrd = files.initrd },
@@ -118,7 +101,7 @@ describe("libvirt domain XML", function()
       c.send("mkdir -p /www && echo served-through-libvirt > /www/index.html && httpd -p 80 -h /www; echo httpd-$?\n")
       c.expect("httpd%-0", 60, mark)
       assert.are.same({ "0100007F" }, helpers.listeners(host_port)) -- 127.0.0.1, and nothing else
-      assert.are.equal("served-through-libvirt\n", fetch(host_port))
+      assert.are.equal("served-through-libvirt\n", helpers.http_get(host_port))
 
       code, out, err = d:virsh { "shutdown", name }
       assert(code == 0, "virsh shutdown: " .. out .. err)

@@ -12,6 +12,7 @@ local config = require "vmlua.config"
 local domain = require "vmlua.libvirt.domain"
 local upload = require "vmlua.libvirt.upload"
 local guest = require "support.guest"
+local helpers = require "support.helpers"
 local libvirtd = require "support.libvirtd"
 local sshd = require "support.sshd"
 
@@ -260,11 +261,7 @@ describe("a remote libvirt host (qemu+libssh through a private sshd)", function(
       local _, status = vm:run("mkdir -p /www && echo served-from-afar > /www/index.html && httpd -p 80 -h /www")
       assert.are.equal(0, status)
       local port = vm:ports()[80]
-      local p = assert(io.popen("timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port ..
-                                " && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' 2>&1"))
-      local response = p:read("a")
-      p:close()
-      assert.matches("served-from-afar", response, 1, true)
+      assert.matches("served-from-afar", helpers.http_get(port), 1, true)
       assert.is_nil(vm.pid) -- QEMU runs on the other host
       assert.are.equal("graceful", vm:stop { timeout = 60 })
     end)

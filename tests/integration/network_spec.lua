@@ -3,15 +3,6 @@
 local helpers = require "support.helpers"
 local guest = require "support.guest"
 
--- An HTTP GET through bash's /dev/tcp; returns the body.
-local function fetch(port)
-  local p = assert(io.popen("timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port ..
-                            " && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' 2>&1"))
-  local response = p:read("a")
-  p:close()
-  return response:match("\r\n\r\n(.*)$") or response
-end
-
 describe("NAT", function()
   after_each(guest.cleanup)
 
@@ -23,7 +14,7 @@ describe("NAT", function()
     local _, status = vm:run("mkdir -p /www && echo served-by-guest > /www/index.html && httpd -p 80 -h /www")
     assert.are.equal(0, status)
     assert.are.same({ "0100007F" }, helpers.listeners(port)) -- 127.0.0.1, and nothing else
-    assert.are.equal("served-by-guest\n", fetch(port))
+    assert.are.equal("served-by-guest\n", helpers.http_get(port))
     local out = vm:run("ip -4 addr show eth0 | grep -o 'inet [0-9.]*'")
     assert.are.equal("inet 10.0.2.15\n", out)
     vm:kill()

@@ -95,4 +95,14 @@ function helpers.listeners(port)
   return found
 end
 
+-- An HTTP GET of / from 127.0.0.1:`port` through bash's /dev/tcp: the
+-- body, or all that came back when it has no header.
+function helpers.http_get(port)
+  local p = assert(io.popen("timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. port ..
+                            " && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' 2>&1"))
+  local response = p:read("a")
+  p:close()
+  return response:match("\r\n\r\n(.*)$") or response
+end
+
 return helpers
