@@ -119,6 +119,8 @@ void virt_job_queue(lua_State *L, virt_job *j);
 int virt_job_start(virt_job *j);
 /* Runs a job without a callback here and now, and frees it. */
 void virt_job_inline(virt_job *j);
+/* A job's push for a call that returns nothing: the callback gets true. */
+int virt_push_true(lua_State *L, virt_job *j);
 
 /* libvirt_conn.c: connections, and core.virt_connect */
 void virt_open_conn(lua_State *L);

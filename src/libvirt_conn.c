@@ -164,13 +164,6 @@ static void release_domain(lua_State *L, virt_job *j) {
   if (j->out != NULL) virt.virDomainFree(j->out);
 }
 
-static int push_true(lua_State *L, virt_job *j) {
-  (void)j;
-  lua_pushboolean(L, 1);
-  lua_pushnil(L);
-  return 2;
-}
-
 static void run_create(virt_job *j) {
   j->out = virt.virDomainCreateXML(j->conn, j->arg1, j->flags);
   if (j->out == NULL) virt_fail(j, "cannot create the domain", NULL);
@@ -332,7 +325,7 @@ static int c_restore(lua_State *L) {
   virt_job *j = conn_job(L, u, 4, run_restore);
   j->arg2 = xml;
   j->flags = flags;
-  j->push = push_true;
+  j->push = virt_push_true;
   j->arg1 = opt_strdup(L, 2);
   virt_job_queue(L, j);
   return 0;
@@ -408,7 +401,7 @@ static int c_close(lua_State *L) {
   j->int1 = u->lifecycle;
   j->int2 = u->monitor;
   j->run = run_close;
-  j->push = push_true;
+  j->push = virt_push_true;
   forget(L, u);
   virt_job_queue(L, j);
   return 0;

@@ -70,13 +70,6 @@ static virt_job *domain_job(lua_State *L, int cb, void (*run)(virt_job *)) {
   return j;
 }
 
-static int push_true(lua_State *L, virt_job *j) {
-  (void)j;
-  lua_pushboolean(L, 1);
-  lua_pushnil(L);
-  return 2;
-}
-
 enum { RESUME, SUSPEND, SHUTDOWN, DESTROY };
 
 static void run_simple(virt_job *j) {
@@ -92,7 +85,7 @@ static void run_simple(virt_job *j) {
 static int simple(lua_State *L, int op) {
   virt_job *j = domain_job(L, 2, run_simple);
   j->int1 = op;
-  j->push = push_true;
+  j->push = virt_push_true;
   virt_job_queue(L, j);
   return 0;
 }
@@ -136,7 +129,7 @@ static int d_save(lua_State *L) {
   luaL_checkstring(L, 2);
   virt_job *j = domain_job(L, 3, run_save);
   j->arg1 = strdup(lua_tostring(L, 2));
-  j->push = push_true;
+  j->push = virt_push_true;
   virt_job_queue(L, j);
   return 0;
 }

@@ -378,18 +378,11 @@ static void run_delete(virt_job *j) {
   drop_pool(j);
 }
 
-static int push_true(lua_State *L, virt_job *j) {
-  (void)j;
-  lua_pushboolean(L, 1);
-  lua_pushnil(L);
-  return 2;
-}
-
 /* pool:delete(name, fn(true | nil, err)): removes the volume and its file */
 static int p_delete(lua_State *L) {
   const char *name = check_name(L, 2);
   virt_job *j = pool_job(L, 3, run_delete);
-  j->push = push_true;
+  j->push = virt_push_true;
   j->arg1 = dup_or_fail(L, name);
   virt_job_queue(L, j);
   return 0;
@@ -436,7 +429,7 @@ static void run_destroy(virt_job *j) {
  * gone); its volumes' files stay */
 static int p_destroy(lua_State *L) {
   virt_job *j = pool_job(L, 2, run_destroy);
-  j->push = push_true;
+  j->push = virt_push_true;
   virt_job_queue(L, j);
   return 0;
 }
