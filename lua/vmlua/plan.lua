@@ -243,10 +243,14 @@ function plan.describe(cfg)
   local paths = runtime.paths(cfg.name)
   local shares = {}
   for i, s in ipairs(cfg.shares or {}) do
-    local d = use("qemu.virtiofsd").command(s, i, paths)
-    shares[i] = { host = s.host, tag = s.tag, readonly = s.readonly, where = where(s.where), socket = d.socket,
-                  daemon = { file = d.file, argv = d.args, readonly_view = d.readonly or core.null } }
-    if cfg.backend and not s.readonly then shares[i].socket, shares[i].daemon = core.null, "libvirt" end
+    shares[i] = { host = s.host, tag = s.tag, readonly = s.readonly, where = where(s.where) }
+    if cfg.backend and not s.readonly then -- libvirt runs its daemon (libvirt/domain.lua)
+      shares[i].socket, shares[i].daemon = core.null, "libvirt"
+    else
+      local d = use("qemu.virtiofsd").command(s, i, paths)
+      shares[i].socket = d.socket
+      shares[i].daemon = { file = d.file, argv = d.args, readonly_view = d.readonly or core.null }
+    end
   end
   local cmd = command(cfg)
   local seed = cfg.cloudinit and use("cloudinit").describe(cfg)

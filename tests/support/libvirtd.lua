@@ -137,8 +137,8 @@ end
 -- Starts a private libvirtd; waits (at most opts.timeout seconds, default
 -- 120) until it answers. Returns a daemon with uri (for virsh -c and
 -- virConnectOpen), dir (its private directory), pid (the runner's),
--- daemon_pid (libvirtd's), and the methods virsh, log, qemu_pids, qemu_log
--- and stop. Raises, with the end of the daemon's log, when it does not
+-- daemon_pid (libvirtd's), and the methods virsh, log, pids, qemu_pids,
+-- qemu_log and stop. Raises, with the end of the daemon's log, when it does not
 -- start. Several can run at once.
 function libvirtd.start(opts)
   opts = opts or {}

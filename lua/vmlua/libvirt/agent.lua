@@ -51,10 +51,11 @@ end
 -- @param vm the VM, whose vm.domain libvirt runs
 -- @tparam number timeout seconds
 function lvagent.open(vm, timeout)
+  if not vm.domain then return nil, "the domain has ended" end
   local deadline = core.now() + timeout
+  local client = setmetatable({ dom = vm.domain, open = true }, Client) -- a failed call leaves it usable
   while true do
     if not vm.domain then return nil, "the domain has ended" end
-    local client = setmetatable({ dom = vm.domain, open = true }, Client)
     local left = deadline - core.now()
     local ok, err = client:execute("guest-ping", nil, math.min(math.max(left, 1), 5))
     if ok then return client end

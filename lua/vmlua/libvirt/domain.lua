@@ -113,9 +113,9 @@ end
 -- connects to its socket. The directory is this machine's, so only a domain
 -- on this host gets one.
 local function share(cfg, s, i, paths)
-  local w, field = s.where or cfg.where, string.format("shares[%d]", i)
-  if elsewhere(cfg) then
-    refuse(w, field, "a share is a directory of this machine, and the VM runs on another host (" .. elsewhere(cfg)
+  local w, field, host = s.where or cfg.where, string.format("shares[%d]", i), elsewhere(cfg)
+  if host then
+    refuse(w, field, "a share is a directory of this machine, and the VM runs on another host (" .. host
       .. "): virtio-fs shares there are" .. unsupported)
   end
   local fs = el("filesystem", { type = "mount", accessmode = "passthrough" }, el("driver", { type = "virtiofs" }))
@@ -222,9 +222,10 @@ local function build(cfg, opts)
     end
     local slot = string.format(",bus=pcie.0,addr=0x%x", domain.nic_slot + nics)
     if n.kind == "lan" then -- QEMU joins the LAN's switch on this machine (lan.lua)
-      if elsewhere(cfg) then
+      local host = elsewhere(cfg)
+      if host then
         refuse(n.where or where, field, "LAN " .. n.name .. " is a switch on this machine, and the VM runs on "
-          .. "another host (" .. elsewhere(cfg) .. "): LANs there are" .. unsupported)
+          .. "another host (" .. host .. "): LANs there are" .. unsupported)
       end
       require("vmlua.lan").qemu_args(n, id, function(...)
         for _, v in ipairs { ... } do arg(field, v) end
